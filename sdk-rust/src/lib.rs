@@ -1,0 +1,26 @@
+//! # tessera-sdk
+//!
+//! The plugin contract of Tessera, shared by the core and by plugins so both sides judge a
+//! plugin by one definition:
+//!
+//! - [`manifest`]: `plugin.yaml`, its typed form, loading (YAML or JSON), validation against
+//!   the embedded JSON Schema plus the rules a schema cannot express, and normalization;
+//! - [`range`]: npm-style version ranges (`>=2.1 <3.0`, `^1.4`, `1.2 - 1.8`, `A || B`)
+//!   translated into `semver` requirements;
+//! - [`compat`]: the versions this core speaks and the compatibility check;
+//! - [`capability`]: the closed capability catalogue and the requested-vs-granted check.
+//!
+//! The plugin-side runtime (`serve`, `PluginApp`, `CoreClient`) will live here as well.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod capability;
+pub mod compat;
+pub mod manifest;
+pub mod range;
+
+pub use capability::Capability;
+pub use compat::Versions;
+pub use manifest::{Manifest, Problem};
+pub use range::Range;
