@@ -411,6 +411,7 @@ fn partial(text: &str, tok: &str) -> Result<Partial, PartError> {
         Some(_) if parts.len() < 3 || wild => {
             return Err(bad("a pre-release can only follow a full MAJOR.MINOR.PATCH"));
         }
+        Some("") => return Err(bad("the pre-release after '-' is empty")),
         Some(p) => Prerelease::new(p).map_err(|e| bad(&format!("pre-release \"{p}\": {e}")))?,
     };
     Ok(Partial {
@@ -476,4 +477,179 @@ fn range2(
         cmp(Op::GreaterEq, major, minor, patch, pre),
         cmp(Op::Less, hi_major, hi_minor, 0, pre_zero()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (range, version, satisfied?) with node-semver's answers (`semver.satisfies(v, r)`,
+    /// `includePrerelease` off), from its documented desugaring rules.
+    const CASES: &[(&str, &str, bool)] = &[
+        // comparators and whitespace
+        (">=2.1 <3.0", "2.1.0", true),
+        (">=2.1 <3.0", "2.9.9", true),
+        (">=2.1 <3.0", "3.0.0", false),
+        (">=2.1 <3.0", "2.0.9", false),
+        (">= 2.1 < 3.0", "2.5.0", true),
+        (">=1.0.0", "1.0.0", true),
+        (">1.0.0", "1.0.0", false),
+        ("<=1.2.3", "1.2.3", true),
+        ("<1.2.3", "1.2.3", false),
+        ("=1.2.3", "1.2.3", true),
+        ("1.2.3", "1.2.4", false),
+        ("v1.2.3", "1.2.3", true),
+        // caret
+        ("^1.4", "1.4.0", true),
+        ("^1.4", "1.99.0", true),
+        ("^1.4", "2.0.0", false),
+        ("^1.4", "1.3.9", false),
+        ("^1.2.3", "1.2.2", false),
+        ("^0.2.3", "0.2.9", true),
+        ("^0.2.3", "0.3.0", false),
+        ("^0.0.3", "0.0.3", true),
+        ("^0.0.3", "0.0.4", false),
+        ("^0.x", "0.9.0", true),
+        ("^0.x", "1.0.0", false),
+        ("^0.0.x", "0.0.9", true),
+        ("^0.0.x", "0.1.0", false),
+        ("^0", "0.5.0", true),
+        // tilde
+        ("~1.2", "1.2.9", true),
+        ("~1.2", "1.3.0", false),
+        ("~1.2.3", "1.2.3", true),
+        ("~1.2.3", "1.2.2", false),
+        ("~1", "1.9.9", true),
+        ("~1", "2.0.0", false),
+        ("~>1.2", "1.2.5", true),
+        ("~0.2.3", "0.3.0", false),
+        // x-ranges and partial versions
+        ("1.x", "1.0.0", true),
+        ("1.x", "1.99.99", true),
+        ("1.x", "2.0.0", false),
+        ("1.2.x", "1.2.7", true),
+        ("1.2.x", "1.3.0", false),
+        ("1.X", "1.5.0", true),
+        ("1.2", "1.2.0", true),
+        ("1.2", "1.3.0", false),
+        ("1", "1.0.1", true),
+        ("*", "9.9.9", true),
+        ("x", "0.0.0", true),
+        ("", "1.0.0", true),
+        (">1", "1.9.9", false),
+        (">1", "2.0.0", true),
+        (">1.2", "1.3.0", true),
+        (">1.2", "1.2.9", false),
+        ("<=1.2", "1.2.9", true),
+        ("<=1.2", "1.3.0", false),
+        ("<1.2", "1.1.9", true),
+        ("<1.2", "1.2.0", false),
+        (">=1.2", "1.2.0", true),
+        ("=1.2", "1.2.5", true),
+        ("<*", "0.0.0", false),
+        // hyphen ranges
+        ("1.2 - 1.8", "1.2.0", true),
+        ("1.2 - 1.8", "1.8.9", true),
+        ("1.2 - 1.8", "1.9.0", false),
+        ("1.2.3 - 2.3.4", "2.3.4", true),
+        ("1.2.3 - 2.3.4", "2.3.5", false),
+        ("1.2.3 - 2.3.4", "1.2.2", false),
+        ("1.2.3 - 2", "2.9.9", true),
+        ("1.2.3 - 2", "3.0.0", false),
+        ("* - 2", "0.0.1", true),
+        // or
+        ("1.x || >=2.5.0 <3", "1.3.0", true),
+        ("1.x || >=2.5.0 <3", "2.4.0", false),
+        ("1.x || >=2.5.0 <3", "2.7.1", true),
+        ("^1.0 || ^2.0", "2.3.0", true),
+        ("^1.0 || ^2.0", "3.0.0", false),
+        ("^1.0||^2.0", "1.1.0", true),
+        ("1.2.3 ||", "9.0.0", true),
+        // pre-releases: only when a comparator of the same set names the same M.m.p
+        ("^1.2.0", "1.3.0-beta.1", false),
+        ("^1.2.0", "1.2.0-beta.1", false),
+        (">=1.3.0-beta.0 <2", "1.3.0-beta.1", true),
+        (">=1.3.0-beta.0 <2", "1.3.0", true),
+        (">=1.3.0-beta.0 <2", "1.4.0-beta.1", false),
+        ("^1.2.3-alpha.1", "1.2.3-alpha.7", true),
+        ("^1.2.3-alpha.1", "1.2.3-alpha.0", false),
+        ("^1.2.3-alpha.1", "1.2.4-alpha.1", false),
+        ("~1.2.3-beta.2", "1.2.3-beta.4", true),
+        ("~1.2.3-beta.2", "1.2.4-beta.2", false),
+        ("*", "1.0.0-rc.1", false),
+        ("1.x", "1.1.0-rc.1", false),
+        ("<2.0.0", "2.0.0-rc.1", false),
+        ("<2", "2.0.0-rc.1", false),
+        ("1.0.0-rc.1 - 1.0.0", "1.0.0-rc.2", true),
+        ("=1.0.0-rc.1", "1.0.0-rc.1", true),
+        ("^1.0.0-0", "1.0.0-rc.1", true),
+        // build metadata is ignored
+        ("1.2.3+build.5", "1.2.3", true),
+        ("^1.2.3", "1.5.0+build.9", true),
+    ];
+
+    #[test]
+    fn node_semver_table() {
+        assert!(CASES.len() >= 40);
+        let mut wrong = Vec::new();
+        for (range, version, expected) in CASES {
+            let r = Range::parse(range).unwrap_or_else(|e| panic!("{range:?}: {e}"));
+            let v = Version::parse(version).unwrap();
+            if r.matches(&v) != *expected {
+                wrong.push(format!(
+                    "{range:?} vs {version}: expected {expected}, translated as {:?}",
+                    r.requirements().iter().map(ToString::to_string).collect::<Vec<_>>()
+                ));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Invalid ranges, with the part the error must name.
+    const INVALID: &[(&str, &str)] = &[
+        (">=1.0 <<2", "<<2"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("banana", "banana"),
+        (">=", ">="),
+        ("^", "^"),
+        (">=1.0 <", "<"),
+        ("1.2 -", "1.2 -"),
+        ("- 1.2", "- 1.2"),
+        (">=1 - 2", ">=1"),
+        ("1.2-1.8", "1.2-1.8"),
+        ("01.2.3", "01.2.3"),
+        ("1.2.3-", "1.2.3-"),
+        ("1.2.3-beta..1", "1.2.3-beta..1"),
+        ("1.x-beta", "1.x-beta"),
+        ("^1.2 || >>3", ">>3"),
+        ("99999999999999999999", "99999999999999999999"),
+        ("1.2.3+", "1.2.3+"),
+    ];
+
+    #[test]
+    fn invalid_ranges_name_the_bad_part() {
+        for (range, part) in INVALID {
+            let e = Range::parse(range).expect_err(range);
+            assert_eq!(e.part, *part, "{range:?}: {e}");
+            let msg = e.to_string();
+            assert!(msg.starts_with(&format!("invalid range \"{}\":", range.trim())), "{msg}");
+            assert!(msg.contains(&format!("\"{part}\"")), "{msg} does not name {part:?}");
+        }
+    }
+
+    #[test]
+    fn too_long_is_refused() {
+        let long = "1.x || ".repeat(40);
+        assert!(Range::parse(&long).unwrap_err().reason.contains("longer than"));
+    }
+
+    #[test]
+    fn display_and_serde_keep_what_was_written() {
+        let r = Range::parse("  >=2.1 <3.0 ").unwrap();
+        assert_eq!(r.to_string(), ">=2.1 <3.0");
+        assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::json!(">=2.1 <3.0"));
+        let back: Range = serde_json::from_value(serde_json::json!(">=2.1 <3.0")).unwrap();
+        assert_eq!(back, r);
+        assert!(serde_json::from_value::<Range>(serde_json::json!("<<1")).is_err());
+    }
 }

@@ -27,7 +27,9 @@ pub use source::{
     Format, MAX_MANIFEST_BYTES, MAX_NODES, SourceError, SourceErrorKind, parse as parse_document,
     too_large,
 };
-pub use validate::{Problem, Report, schema, validate, validate_document, validate_value_against};
+pub use validate::{
+    Problem, Report, compat_problems, schema, validate, validate_document, validate_value_against,
+};
 
 /// The manifest schema (`schemas/plugin.schema.json`), as shipped in this crate.
 pub const SCHEMA_JSON: &str = include_str!("../../../schemas/plugin.schema.json");

@@ -34,6 +34,19 @@ impl Problem {
     }
 }
 
+impl PartialOrd for Problem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Problem {
+    /// By path, segment by segment (array indexes as numbers), then by message.
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_paths(&self.path, &other.path).then_with(|| self.message.cmp(&other.message))
+    }
+}
+
 impl fmt::Display for Problem {
     /// `<path>: <message>`, with `/` standing for the whole document.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,36 +147,8 @@ fn schema_problems(doc: &Document) -> Vec<Problem> {
         let schema_path = err.schema_path().as_str().to_string();
         let instance: &Value = err.instance();
         match err.kind() {
-            ValidationErrorKind::Required { property } => {
-                let name = property.as_str().unwrap_or_default();
-                let parent = parent_schema(&schema_path);
-                let about = schema_node(&format!("{parent}/properties/{}", escape(name)))
-                    .and_then(description)
-                    .map(|d| format!(" ({})", first_sentence(d)))
-                    .unwrap_or_default();
-                out.push(Problem::new(
-                    format!("{path}/{}", escape(name)),
-                    format!("required property \"{name}\" is missing{about}"),
-                ));
-            }
-            ValidationErrorKind::AdditionalProperties { unexpected } => {
-                let allowed: Vec<&str> = schema_node(&parent_schema(&schema_path))
-                    .and_then(|s| s.get("properties"))
-                    .and_then(Value::as_object)
-                    .map(|p| p.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
-                for name in unexpected {
-                    let hint = closest(name, &allowed)
-                        .map(|c| format!("; did you mean \"{c}\"?"))
-                        .unwrap_or_default();
-                    out.push(Problem::new(
-                        format!("{path}/{}", escape(name)),
-                        format!(
-                            "unknown property \"{name}\"{hint} (allowed here: {})",
-                            allowed.join(", ")
-                        ),
-                    ));
-                }
+            ValidationErrorKind::Required { .. } | ValidationErrorKind::AdditionalProperties { .. } => {
+                out.extend(structural(&err, schema()));
             }
             ValidationErrorKind::Enum { .. } if is_capability_item(&path) => {
                 enum_paths.push(path.clone());
@@ -215,6 +200,53 @@ fn schema_problems(doc: &Document) -> Vec<Problem> {
     out
 }
 
+/// Problems for a missing or an unknown property, pointing at the property itself and
+/// explaining it from `root` (the schema the error came from): the property's description, or
+/// the properties allowed there with the closest one as a suggestion.
+fn structural(err: &jsonschema::ValidationError<'_>, root: &Value) -> Vec<Problem> {
+    let path = err.instance_path().as_str();
+    let schema_path = err.schema_path().as_str();
+    match err.kind() {
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default();
+            let parent = parent_schema(schema_path);
+            let about = schema_node(root, &format!("{parent}/properties/{}", escape(name)))
+                .and_then(description)
+                .map(|d| format!(" ({})", first_sentence(d)))
+                .unwrap_or_default();
+            vec![Problem::new(
+                format!("{path}/{}", escape(name)),
+                format!("required property \"{name}\" is missing{about}"),
+            )]
+        }
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let allowed: Vec<&str> = schema_node(root, &parent_schema(schema_path))
+                .and_then(|s| s.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            unexpected
+                .iter()
+                .map(|name| {
+                    let hint = closest(name, &allowed)
+                        .map(|c| format!("; did you mean \"{c}\"?"))
+                        .unwrap_or_default();
+                    let list = if allowed.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (allowed here: {})", allowed.join(", "))
+                    };
+                    Problem::new(
+                        format!("{path}/{}", escape(name)),
+                        format!("unknown property \"{name}\"{hint}{list}"),
+                    )
+                })
+                .collect()
+        }
+        _ => vec![Problem::new(path, err.to_string())],
+    }
+}
+
 fn is_capability_item(path: &str) -> bool {
     path.strip_prefix("/capabilities/")
         .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
@@ -259,7 +291,7 @@ fn parent_schema(schema_path: &str) -> String {
 fn pattern_description(schema_path: &str) -> Option<&'static str> {
     let node = parent_schema(schema_path);
     let node = node.strip_suffix("/$ref").unwrap_or(&node);
-    schema_node(node).and_then(description)
+    schema_node(schema(), node).and_then(description)
 }
 
 fn description(node: &Value) -> Option<&str> {
@@ -267,15 +299,18 @@ fn description(node: &Value) -> Option<&str> {
 }
 
 fn first_sentence(text: &str) -> &str {
-    match text.find(". ") {
+    let end = text
+        .match_indices(". ")
+        .map(|(i, _)| i)
+        .find(|&i| !text[..i].ends_with("e.g") && !text[..i].ends_with("i.e"));
+    match end {
         Some(i) => &text[..i],
         None => text.trim_end_matches('.'),
     }
 }
 
-/// The node of the manifest schema at a schema location, following local `$ref`s.
-fn schema_node(location: &str) -> Option<&'static Value> {
-    let root: &'static Value = schema();
+/// The node of a schema at a schema location, following local `$ref`s.
+fn schema_node<'a>(root: &'a Value, location: &str) -> Option<&'a Value> {
     let mut node = root;
     for seg in location.split('/').skip(1) {
         let seg = unescape(seg);
@@ -344,7 +379,7 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     for (i, panel) in panels.iter().enumerate() {
         let Some(id) = panel.get("id").and_then(Value::as_str) else { continue };
         let path = format!("/ui/contributions/panels/{i}/id");
-        if let Some(name) = name {
+        if let Some(name) = name.filter(|n| is_plugin_name(n)) {
             if !id.starts_with(&format!("{name}.")) {
                 problems.push(Problem::new(
                     &path,
@@ -410,6 +445,41 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     }
 }
 
+/// Whether `name` is a plugin name as the schema's pattern has it (checked here so a rule that
+/// depends on the name stays quiet when the name itself is already reported).
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Compatibility problems of a document that may be invalid otherwise: every `compat` range
+/// that parses is checked against `versions`, so an author sees these with the rest.
+pub fn compat_problems(doc: &Value, versions: &crate::compat::Versions) -> Vec<Problem> {
+    use crate::compat::{CompatField, CompatMiss};
+    let fields = [
+        (CompatField::Core, &versions.core),
+        (CompatField::BackendSdk, &versions.backend_sdk),
+        (CompatField::FrontendSdk, &versions.frontend_sdk),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(field, version)| {
+            let range = Range::parse(doc.pointer(field.pointer())?.as_str()?).ok()?;
+            (!range.matches(version)).then(|| {
+                let miss = CompatMiss {
+                    field,
+                    range: range.as_str().to_string(),
+                    version: version.clone(),
+                };
+                Problem::new(field.pointer(), miss.to_string())
+            })
+        })
+        .collect()
+}
+
 fn items<'a>(doc: &'a Value, pointer: &str) -> &'a [Value] {
     doc.pointer(pointer)
         .and_then(Value::as_array)
@@ -431,6 +501,7 @@ const KNOWN_DRAFTS: [&str; 5] = [
 fn config_schema_problems(cs: &Value, at: &str) -> Vec<Problem> {
     let mut out = Vec::new();
     remote_refs(cs, at, &mut out);
+    let self_contained = out.is_empty();
     if let Some(s) = cs.get("$schema") {
         let known = s
             .as_str()
@@ -444,23 +515,28 @@ fn config_schema_problems(cs: &Value, at: &str) -> Vec<Problem> {
                     KNOWN_DRAFTS.join(", ")
                 ),
             ));
+            return out;
         }
     }
-    if !out.is_empty() {
-        return out;
-    }
+    let before = out.len();
+    // The meta-schemas are built in: checking against them fetches nothing, even when the
+    // schema names remote references.
     match jsonschema::meta::validator_for(cs) {
         Ok(meta) => {
             for e in meta.iter_errors(cs) {
-                out.push(Problem::new(
-                    format!("{at}{}", e.instance_path().as_str()),
-                    format!("not a valid JSON Schema: {e}"),
-                ));
+                let path = e.instance_path().as_str();
+                let message = match e.instance().as_ref() {
+                    Value::String(t) if path.ends_with("/type") => format!(
+                        "not a valid JSON Schema: \"{t}\" is not a type (array, boolean, integer, null, number, object, string)"
+                    ),
+                    _ => format!("not a valid JSON Schema: {e}"),
+                };
+                out.push(Problem::new(format!("{at}{path}"), message));
             }
         }
         Err(e) => out.push(Problem::new(at, format!("not a valid JSON Schema: {e}"))),
     }
-    if out.is_empty() {
+    if self_contained && out.len() == before {
         if let Err(e) = compile(cs) {
             out.push(Problem::new(at, format!("cannot be used as a JSON Schema: {e}")));
         }
@@ -516,16 +592,8 @@ pub fn validate_value_against(config_schema: &Value, instance: &Value, at: &str)
     };
     let mut out: Vec<Problem> = validator
         .iter_errors(instance)
-        .map(|e| match e.kind() {
-            ValidationErrorKind::Required { property } => {
-                let name = property.as_str().unwrap_or_default();
-                Problem::new(
-                    format!("{at}{}/{}", e.instance_path().as_str(), escape(name)),
-                    format!("required property \"{name}\" is missing"),
-                )
-            }
-            _ => Problem::new(format!("{at}{}", e.instance_path().as_str()), e.to_string()),
-        })
+        .flat_map(|e| structural(&e, config_schema))
+        .map(|p| Problem::new(format!("{at}{}", p.path), p.message))
         .collect();
     sort_dedup(&mut out);
     out
@@ -564,7 +632,7 @@ fn compare_paths(a: &str, b: &str) -> Ordering {
 }
 
 fn sort_dedup(problems: &mut Vec<Problem>) {
-    problems.sort_by(|a, b| compare_paths(&a.path, &b.path).then_with(|| a.message.cmp(&b.message)));
+    problems.sort();
     problems.dedup();
 }
 

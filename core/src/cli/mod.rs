@@ -1,0 +1,31 @@
+//! The `tessera` command line. Each subcommand is a small function over the library; exit codes
+//! are part of the contract (documented in `docs/manifest.md` for `plugin validate`).
+
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tessera: a Kubernetes-native control plane for out-of-process plugins.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with plugin manifests and plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// Parses the process arguments and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Plugin(cmd) => plugin::run(cmd),
+    }
+}

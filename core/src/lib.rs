@@ -1,0 +1,13 @@
+//! # tessera-core
+//!
+//! The Tessera control plane: the server that plugins register with and the command line that
+//! admins and plugin authors use. The plugin contract itself (manifest, ranges, capabilities,
+//! compatibility) lives in `tessera-sdk`, so the core and plugins share one definition.
+//!
+//! Modules, one a concern (see ARCHITECTURE.md):
+//! - [`cli`]: the `tessera` command line (clap), thin over the modules below.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
