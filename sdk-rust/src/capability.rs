@@ -10,12 +10,13 @@ use std::fmt;
 /// One capability from the catalogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Capability {
-    /// `http:outbound`
-    HttpOutbound,
+    // Declared in name order: the derived `Ord` is the order normalization sorts by.
     /// `events:publish`
     EventsPublish,
     /// `events:subscribe`
     EventsSubscribe,
+    /// `http:outbound`
+    HttpOutbound,
     /// `jobs:schedule`
     JobsSchedule,
     /// `secrets:read`
@@ -30,7 +31,10 @@ pub enum Capability {
 
 /// A capability name that is not in the catalogue.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability \"{name}\"; known capabilities: {}", Capability::known_list())]
+#[error(
+    "unknown capability \"{name}\"; known capabilities: {}",
+    Capability::known_list()
+)]
 pub struct UnknownCapability {
     /// The name as written.
     pub name: String,
@@ -84,14 +88,20 @@ impl Capability {
     /// The SDK surface the capability unlocks.
     pub fn sdk_surface(self) -> &'static str {
         match self {
-            Capability::HttpOutbound => "CoreClient::http (Rust); outbound calls via the core's egress proxy",
+            Capability::HttpOutbound => {
+                "CoreClient::http (Rust); outbound calls via the core's egress proxy"
+            }
             Capability::EventsPublish => "CoreClient::publish_event (Rust)",
-            Capability::EventsSubscribe => "CoreClient::subscribe (Rust); sdk.events.subscribe (web)",
+            Capability::EventsSubscribe => {
+                "CoreClient::subscribe (Rust); sdk.events.subscribe (web)"
+            }
             Capability::JobsSchedule => "CoreClient::register_job (Rust)",
             Capability::SecretsRead => "CoreClient::fetch_secret (Rust)",
             Capability::UiPanel => "ui.contributions.panels; sdk.ui.registerPanel (web)",
             Capability::UiRoute => "ui.contributions.routes; sdk.ui.registerRoute (web)",
-            Capability::WebhooksIngest => "PluginApp routes under /webhooks, reached through the core",
+            Capability::WebhooksIngest => {
+                "PluginApp routes under /webhooks, reached through the core"
+            }
         }
     }
 
@@ -176,6 +186,9 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(names, sorted);
+        let mut by_ord = Capability::ALL;
+        by_ord.sort_unstable();
+        assert_eq!(by_ord, Capability::ALL, "Ord must follow the names");
         for c in Capability::ALL {
             assert_eq!(Capability::parse(c.name()), Ok(c));
             assert!(!c.description().is_empty());

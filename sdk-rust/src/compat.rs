@@ -110,8 +110,16 @@ impl fmt::Display for CompatMiss {
 pub fn check(compat: &Compat, versions: &Versions) -> Vec<CompatMiss> {
     let fields: [(CompatField, Option<&Range>, &Version); 3] = [
         (CompatField::Core, Some(&compat.core), &versions.core),
-        (CompatField::BackendSdk, compat.backend_sdk.as_ref(), &versions.backend_sdk),
-        (CompatField::FrontendSdk, compat.frontend_sdk.as_ref(), &versions.frontend_sdk),
+        (
+            CompatField::BackendSdk,
+            compat.backend_sdk.as_ref(),
+            &versions.backend_sdk,
+        ),
+        (
+            CompatField::FrontendSdk,
+            compat.frontend_sdk.as_ref(),
+            &versions.frontend_sdk,
+        ),
     ];
     fields
         .into_iter()
@@ -140,7 +148,13 @@ mod tests {
 
     #[test]
     fn compatible_manifest_has_no_misses() {
-        assert!(check(&compat("^1.0", Some("1.x"), Some(">=1.0.0")), &Versions::default()).is_empty());
+        assert!(
+            check(
+                &compat("^1.0", Some("1.x"), Some(">=1.0.0")),
+                &Versions::default()
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -156,11 +170,18 @@ mod tests {
 
     #[test]
     fn every_miss_is_reported() {
-        let misses = check(&compat("^2", Some("^3"), Some("~0.9")), &Versions::default());
+        let misses = check(
+            &compat("^2", Some("^3"), Some("~0.9")),
+            &Versions::default(),
+        );
         let fields: Vec<_> = misses.iter().map(|m| m.field).collect();
         assert_eq!(
             fields,
-            [CompatField::Core, CompatField::BackendSdk, CompatField::FrontendSdk]
+            [
+                CompatField::Core,
+                CompatField::BackendSdk,
+                CompatField::FrontendSdk
+            ]
         );
         assert_eq!(
             misses[1].to_string(),

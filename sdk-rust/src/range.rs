@@ -78,10 +78,7 @@ impl Range {
             reason,
         };
         if input.len() > MAX_RANGE_LEN {
-            return Err(fail(
-                "",
-                format!("longer than {MAX_RANGE_LEN} characters"),
-            ));
+            return Err(fail("", format!("longer than {MAX_RANGE_LEN} characters")));
         }
         let mut alternatives = Vec::new();
         for set in source.split("||") {
@@ -265,7 +262,10 @@ fn hyphen(from: &str, to: &str) -> Result<Vec<Comparator>, PartError> {
 
 /// A hyphen-range side: a version with no operator.
 fn plain_version(tok: &str) -> Result<Partial, PartError> {
-    if OPERATORS.iter().any(|op| tok.starts_with(op) && !tok.starts_with('=')) {
+    if OPERATORS
+        .iter()
+        .any(|op| tok.starts_with(op) && !tok.starts_with('='))
+    {
         return Err(part_error(
             tok,
             format!("\"{tok}\": a hyphen range takes plain versions, without operators"),
@@ -315,9 +315,7 @@ fn comparator(tok: &str) -> Result<Vec<Comparator>, PartError> {
         },
         Operator::Caret => match (v.minor, v.patch) {
             (None, _) => range2(major, 0, 0, Prerelease::EMPTY, bump(tok, major)?, 0),
-            (Some(n), None) if major == 0 => {
-                range2(0, n, 0, Prerelease::EMPTY, 0, bump(tok, n)?)
-            }
+            (Some(n), None) if major == 0 => range2(0, n, 0, Prerelease::EMPTY, 0, bump(tok, n)?),
             (Some(n), None) => range2(major, n, 0, Prerelease::EMPTY, bump(tok, major)?, 0),
             (Some(n), Some(p)) if major != 0 => range2(major, n, p, v.pre, bump(tok, major)?, 0),
             (Some(n), Some(p)) if n != 0 => range2(0, n, p, v.pre, 0, bump(tok, n)?),
@@ -342,13 +340,31 @@ fn comparator(tok: &str) -> Result<Vec<Comparator>, PartError> {
             )]
         }
         Operator::Gt => match (v.minor, v.patch) {
-            (None, _) => vec![cmp(Op::GreaterEq, bump(tok, major)?, 0, 0, Prerelease::EMPTY)],
-            (Some(n), None) => vec![cmp(Op::GreaterEq, major, bump(tok, n)?, 0, Prerelease::EMPTY)],
+            (None, _) => vec![cmp(
+                Op::GreaterEq,
+                bump(tok, major)?,
+                0,
+                0,
+                Prerelease::EMPTY,
+            )],
+            (Some(n), None) => vec![cmp(
+                Op::GreaterEq,
+                major,
+                bump(tok, n)?,
+                0,
+                Prerelease::EMPTY,
+            )],
             (Some(n), Some(p)) => vec![cmp(Op::Greater, major, n, p, v.pre)],
         },
         Operator::Ge => match (v.minor, v.patch) {
             (Some(n), Some(p)) => vec![cmp(Op::GreaterEq, major, n, p, v.pre)],
-            (n, _) => vec![cmp(Op::GreaterEq, major, n.unwrap_or(0), 0, Prerelease::EMPTY)],
+            (n, _) => vec![cmp(
+                Op::GreaterEq,
+                major,
+                n.unwrap_or(0),
+                0,
+                Prerelease::EMPTY,
+            )],
         },
         Operator::Lt => match (v.minor, v.patch) {
             (Some(n), Some(p)) => vec![cmp(Op::Less, major, n, p, v.pre)],
@@ -374,11 +390,13 @@ fn partial(text: &str, tok: &str) -> Result<Partial, PartError> {
     let text = match text.split_once('+') {
         Some((v, build)) => {
             if build.is_empty()
-                || !build
-                    .split('.')
-                    .all(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+                || !build.split('.').all(|id| {
+                    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
             {
-                return Err(bad("build metadata must be dot-separated [0-9A-Za-z-] identifiers"));
+                return Err(bad(
+                    "build metadata must be dot-separated [0-9A-Za-z-] identifiers",
+                ));
             }
             v
         }
@@ -409,7 +427,9 @@ fn partial(text: &str, tok: &str) -> Result<Partial, PartError> {
     let pre = match pre {
         None => Prerelease::EMPTY,
         Some(_) if parts.len() < 3 || wild => {
-            return Err(bad("a pre-release can only follow a full MAJOR.MINOR.PATCH"));
+            return Err(bad(
+                "a pre-release can only follow a full MAJOR.MINOR.PATCH",
+            ));
         }
         Some("") => return Err(bad("the pre-release after '-' is empty")),
         Some(p) => Prerelease::new(p).map_err(|e| bad(&format!("pre-release \"{p}\": {e}")))?,
@@ -598,7 +618,10 @@ mod tests {
             if r.matches(&v) != *expected {
                 wrong.push(format!(
                     "{range:?} vs {version}: expected {expected}, translated as {:?}",
-                    r.requirements().iter().map(ToString::to_string).collect::<Vec<_>>()
+                    r.requirements()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
                 ));
             }
         }
@@ -632,22 +655,36 @@ mod tests {
             let e = Range::parse(range).expect_err(range);
             assert_eq!(e.part, *part, "{range:?}: {e}");
             let msg = e.to_string();
-            assert!(msg.starts_with(&format!("invalid range \"{}\":", range.trim())), "{msg}");
-            assert!(msg.contains(&format!("\"{part}\"")), "{msg} does not name {part:?}");
+            assert!(
+                msg.starts_with(&format!("invalid range \"{}\":", range.trim())),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("\"{part}\"")),
+                "{msg} does not name {part:?}"
+            );
         }
     }
 
     #[test]
     fn too_long_is_refused() {
         let long = "1.x || ".repeat(40);
-        assert!(Range::parse(&long).unwrap_err().reason.contains("longer than"));
+        assert!(
+            Range::parse(&long)
+                .unwrap_err()
+                .reason
+                .contains("longer than")
+        );
     }
 
     #[test]
     fn display_and_serde_keep_what_was_written() {
         let r = Range::parse("  >=2.1 <3.0 ").unwrap();
         assert_eq!(r.to_string(), ">=2.1 <3.0");
-        assert_eq!(serde_json::to_value(&r).unwrap(), serde_json::json!(">=2.1 <3.0"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!(">=2.1 <3.0")
+        );
         let back: Range = serde_json::from_value(serde_json::json!(">=2.1 <3.0")).unwrap();
         assert_eq!(back, r);
         assert!(serde_json::from_value::<Range>(serde_json::json!("<<1")).is_err());

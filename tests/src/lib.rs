@@ -1,1 +1,91 @@
+//! Helpers shared by Tessera's cross-process tests: where the repository is, and how to run the
+//! real `tessera` binary.
+//!
+//! The tests run the binary the workspace built (`target/<profile>/tessera`, next to the test
+//! executable's `deps/` folder). The README's test command builds it first; set `TESSERA_BIN`
+//! to test another build.
 
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Path of the `tessera` binary under test.
+pub fn tessera_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TESSERA_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/tessera
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join(format!("tessera{}", std::env::consts::EXE_SUFFIX)))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "the tessera binary is not at {}: build it first with `cargo build --workspace --bins` \
+         (the README's test command does), or set TESSERA_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// What a run of `tessera` printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code; `None` when killed by a signal (a panic gives 101).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `tessera` with `args` in the repository root.
+pub fn tessera(args: &[&str]) -> Run {
+    tessera_with_stdin(args, None)
+}
+
+/// Runs `tessera` with `args` in the repository root, feeding `stdin` when given.
+pub fn tessera_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut child = Command::new(tessera_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tessera_bin().display()));
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // The child may refuse early and close its end; that is its answer, not a test failure.
+        let _ = pipe.write_all(bytes);
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("tessera did not finish: {e}"))
+        .into()
+}

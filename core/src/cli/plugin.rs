@@ -47,7 +47,8 @@ pub(crate) struct ValidateArgs {
 }
 
 fn parse_version(s: &str) -> Result<Version, String> {
-    Version::parse(s.trim()).map_err(|e| format!("\"{s}\" is not a SemVer version MAJOR.MINOR.PATCH: {e}"))
+    Version::parse(s.trim())
+        .map_err(|e| format!("\"{s}\" is not a SemVer version MAJOR.MINOR.PATCH: {e}"))
 }
 
 pub(crate) fn run(cmd: PluginCommand) -> ExitCode {
@@ -70,7 +71,10 @@ impl Finding {
         if self.in_manifest {
             self.problem.to_string()
         } else {
-            format!("{}#{}: {}", self.file, self.problem.path, self.problem.message)
+            format!(
+                "{}#{}: {}",
+                self.file, self.problem.path, self.problem.message
+            )
         }
     }
 
@@ -92,21 +96,35 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     let mut findings: Vec<Finding> = report
         .problems
         .into_iter()
-        .map(|problem| Finding { file: shown.clone(), in_manifest: true, problem })
+        .map(|problem| Finding {
+            file: shown.clone(),
+            in_manifest: true,
+            problem,
+        })
         .collect();
     let mut warnings: Vec<Finding> = report
         .warnings
         .into_iter()
-        .map(|problem| Finding { file: shown.clone(), in_manifest: true, problem })
+        .map(|problem| Finding {
+            file: shown.clone(),
+            in_manifest: true,
+            problem,
+        })
         .collect();
 
     let versions = Versions {
         core: args.core_version.clone().unwrap_or(compat::CORE_PLUGIN_API),
         ..Versions::default()
     };
-    findings.extend(manifest::compat_problems(&doc.value, &versions).into_iter().map(|problem| {
-        Finding { file: shown.clone(), in_manifest: true, problem }
-    }));
+    findings.extend(
+        manifest::compat_problems(&doc.value, &versions)
+            .into_iter()
+            .map(|problem| Finding {
+                file: shown.clone(),
+                in_manifest: true,
+                problem,
+            }),
+    );
     findings.sort_by(|a, b| a.problem.cmp(&b.problem));
 
     if let Some(values_path) = &args.values {
@@ -137,7 +155,11 @@ fn validate(args: &ValidateArgs) -> ExitCode {
             "{shown}: valid plugin manifest for {} {} (compatible with core plugin API {})",
             m.name, m.version, versions.core
         ),
-        (_, _, true) => writeln!(out, "{}", pretty(&Value::Array(findings.iter().map(Finding::json).collect()))),
+        (_, _, true) => writeln!(
+            out,
+            "{}",
+            pretty(&Value::Array(findings.iter().map(Finding::json).collect()))
+        ),
         (_, _, false) => {
             let lines: Vec<String> = findings.iter().map(Finding::line).collect();
             writeln!(out, "{}", lines.join("\n"))
@@ -163,8 +185,13 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 fn check_values(m: &Manifest, path: &Path) -> Result<(Vec<Finding>, Vec<Finding>), Unreadable> {
     let shown = path.display().to_string();
     let bytes = read(path)?;
-    let values = manifest::parse_document(&bytes, Format::from_path(path)).map_err(Unreadable::Source)?;
-    let finding = |problem: Problem| Finding { file: shown.clone(), in_manifest: false, problem };
+    let values =
+        manifest::parse_document(&bytes, Format::from_path(path)).map_err(Unreadable::Source)?;
+    let finding = |problem: Problem| Finding {
+        file: shown.clone(),
+        in_manifest: false,
+        problem,
+    };
     let config = match &values {
         Value::Null => Value::Object(Default::default()),
         Value::Object(map) => match map.get("config") {
@@ -183,7 +210,10 @@ fn check_values(m: &Manifest, path: &Path) -> Result<(Vec<Finding>, Vec<Finding>
     };
     match &m.config_schema {
         Some(schema) => Ok((
-            manifest::validate_value_against(schema, &config, "/config").into_iter().map(finding).collect(),
+            manifest::validate_value_against(schema, &config, "/config")
+                .into_iter()
+                .map(finding)
+                .collect(),
             vec![],
         )),
         None => {
@@ -223,7 +253,11 @@ fn read(path: &Path) -> Result<Vec<u8>, Unreadable> {
     let limit = MAX_MANIFEST_BYTES as u64 + 1;
     let mut bytes = Vec::new();
     if path == Path::new("-") {
-        io::stdin().lock().take(limit).read_to_end(&mut bytes).map_err(Unreadable::Io)?;
+        io::stdin()
+            .lock()
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(Unreadable::Io)?;
     } else {
         let file = File::open(path).map_err(Unreadable::Io)?;
         let meta = file.metadata().map_err(Unreadable::Io)?;
@@ -231,9 +265,13 @@ fn read(path: &Path) -> Result<Vec<u8>, Unreadable> {
             return Err(Unreadable::Io(io::Error::other("is a directory")));
         }
         if meta.len() > MAX_MANIFEST_BYTES as u64 {
-            return Err(Unreadable::Source(manifest::too_large(usize::try_from(meta.len()).unwrap_or(usize::MAX))));
+            return Err(Unreadable::Source(manifest::too_large(
+                usize::try_from(meta.len()).unwrap_or(usize::MAX),
+            )));
         }
-        file.take(limit).read_to_end(&mut bytes).map_err(Unreadable::Io)?;
+        file.take(limit)
+            .read_to_end(&mut bytes)
+            .map_err(Unreadable::Io)?;
     }
     if bytes.len() > MAX_MANIFEST_BYTES {
         return Err(Unreadable::Source(manifest::too_large(bytes.len())));
@@ -244,7 +282,12 @@ fn read(path: &Path) -> Result<Vec<u8>, Unreadable> {
 /// Reports a file that cannot be read or parsed; exit code 2.
 fn unreadable(file: &str, e: &Unreadable, as_json: bool) -> ExitCode {
     let (code, message, line, column) = match e {
-        Unreadable::Io(e) => ("file_unreadable", format!("cannot read the file: {e}"), None, None),
+        Unreadable::Io(e) => (
+            "file_unreadable",
+            format!("cannot read the file: {e}"),
+            None,
+            None,
+        ),
         Unreadable::Source(e) => (e.kind.code(), e.message.clone(), e.line, e.column),
     };
     if as_json {
@@ -260,11 +303,14 @@ fn unreadable(file: &str, e: &Unreadable, as_json: bool) -> ExitCode {
             (Some(l), Some(c)) => format!("{file}:{l}:{c}"),
             _ => file.to_string(),
         };
-        let hint = match e {
-            Unreadable::Source(SourceError { kind: SourceErrorKind::Syntax, .. }) => " (not valid YAML/JSON)",
+        let prefix = match e {
+            Unreadable::Source(SourceError {
+                kind: SourceErrorKind::Syntax,
+                ..
+            }) => "not valid YAML or JSON: ",
             _ => "",
         };
-        eprintln!("error: {at}: {message}{hint}");
+        eprintln!("error: {at}: {prefix}{message}");
     }
     ExitCode::from(2)
 }

@@ -259,7 +259,9 @@ impl Manifest {
     /// Reads and validates a manifest from YAML or JSON bytes.
     pub fn from_bytes(bytes: &[u8], format: Format) -> Result<Manifest, LoadError> {
         let doc = Document::parse(bytes, format).map_err(LoadError::Source)?;
-        validate_document(&doc).into_result().map_err(LoadError::Invalid)
+        validate_document(&doc)
+            .into_result()
+            .map_err(LoadError::Invalid)
     }
 
     /// The Module Federation container name the remote must define: `plugin_<name>` with `-`

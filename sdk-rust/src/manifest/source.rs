@@ -52,9 +52,12 @@ pub enum SourceErrorKind {
     TooLarge,
     /// Not UTF-8.
     NotUtf8,
-    /// Not well-formed YAML or JSON, or a structure refused above (duplicate keys, too deep,
-    /// too many values, several documents).
+    /// Not well-formed YAML or JSON, or a structure refused above (duplicate keys, several
+    /// documents, non-finite numbers, non-scalar keys).
     Syntax,
+    /// Well-formed, but over a work limit: nested too deep, or too many values once YAML
+    /// aliases are expanded.
+    TooComplex,
 }
 
 impl SourceErrorKind {
@@ -64,6 +67,7 @@ impl SourceErrorKind {
             SourceErrorKind::TooLarge => "manifest_too_large",
             SourceErrorKind::NotUtf8 => "manifest_not_utf8",
             SourceErrorKind::Syntax => "manifest_syntax",
+            SourceErrorKind::TooComplex => "manifest_too_complex",
         }
     }
 }
@@ -146,9 +150,15 @@ pub fn too_large(len: usize) -> SourceError {
 fn not_utf8(bytes: &[u8], valid_up_to: usize) -> SourceError {
     let before = &bytes[..valid_up_to];
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
     // Columns count characters, and everything before `valid_up_to` is valid UTF-8.
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     SourceError {
         kind: SourceErrorKind::NotUtf8,
         message: format!(
@@ -160,6 +170,28 @@ fn not_utf8(bytes: &[u8], valid_up_to: usize) -> SourceError {
     }
 }
 
+/// Classifies a parser message, saying what the parsers' terse limit messages mean.
+fn explain(message: String) -> (SourceErrorKind, String) {
+    if message.contains("recursion limit exceeded") {
+        (
+            SourceErrorKind::TooComplex,
+            "nested more than 128 levels deep; refused to bound the work".to_string(),
+        )
+    } else if message.contains("repetition limit exceeded") {
+        (
+            SourceErrorKind::TooComplex,
+            "YAML aliases expand to far more values than the document holds (\"billion laughs\"); refused to bound the work".to_string(),
+        )
+    } else if message.contains(LIMIT_MARK) {
+        (SourceErrorKind::TooComplex, message)
+    } else {
+        (SourceErrorKind::Syntax, message)
+    }
+}
+
+/// Words in the node-budget message, to recognise it after the parser wrapped it.
+const LIMIT_MARK: &str = "values once YAML aliases are expanded";
+
 fn json_error(e: serde_json::Error) -> SourceError {
     let (line, column) = (e.line(), e.column());
     // serde_json appends " at line L column C"; keep the message without it.
@@ -168,8 +200,9 @@ fn json_error(e: serde_json::Error) -> SourceError {
         Some(i) => full[..i].to_string(),
         None => full,
     };
+    let (kind, message) = explain(message);
     SourceError {
-        kind: SourceErrorKind::Syntax,
+        kind,
         message,
         line: (line > 0).then_some(line),
         column: (line > 0).then_some(column),
@@ -188,14 +221,17 @@ fn yaml_error(e: serde_norway::Error) -> SourceError {
         }
         _ => full,
     };
-    let message = if message.contains("more than one document") {
-        "the file holds more than one YAML document (separated by ---); a manifest is one document"
-            .to_string()
+    let (kind, message) = if message.contains("more than one document") {
+        (
+            SourceErrorKind::Syntax,
+            "the file holds more than one YAML document (separated by ---); a manifest is one document"
+                .to_string(),
+        )
     } else {
-        message
+        explain(message)
     };
     SourceError {
-        kind: SourceErrorKind::Syntax,
+        kind,
         message,
         line: location.as_ref().map(|l| l.line()),
         column: location.as_ref().map(|l| l.column()),
@@ -223,9 +259,13 @@ fn refine_duplicate(mut e: SourceError, text: &str) -> SourceError {
         if l[..indent].chars().any(|c| c != ' ' && c != '-') {
             return false;
         }
-        [format!("{key}:"), format!("\"{key}\":"), format!("'{key}':")]
-            .iter()
-            .any(|k| rest.starts_with(k.as_str()))
+        [
+            format!("{key}:"),
+            format!("\"{key}\":"),
+            format!("'{key}':"),
+        ]
+        .iter()
+        .any(|k| rest.starts_with(k.as_str()))
     };
     let mut hits = text
         .lines()
@@ -255,7 +295,7 @@ impl Node<'_> {
                 Ok(())
             }
             None => Err(E::custom(format_args!(
-                "the document holds more than {MAX_NODES} values once YAML aliases are expanded; refused to bound the work"
+                "the document holds more than {MAX_NODES} {LIMIT_MARK}; refused to bound the work"
             ))),
         }
     }
@@ -343,9 +383,7 @@ impl<'de> Visitor<'de> for Node<'_> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!(
-                    "duplicate key \"{key}\""
-                )));
+                return Err(de::Error::custom(format_args!("duplicate key \"{key}\"")));
             }
             let value = map.next_value_seed(self.child())?;
             out.insert(key, value);
@@ -362,7 +400,11 @@ mod tests {
     #[test]
     fn yaml_and_json_give_the_same_value() {
         let y = parse(b"name: hello\nlist: [1, 2.5, true, null]\n", Format::Yaml).unwrap();
-        let j = parse(br#"{"name":"hello","list":[1,2.5,true,null]}"#, Format::Json).unwrap();
+        let j = parse(
+            br#"{"name":"hello","list":[1,2.5,true,null]}"#,
+            Format::Json,
+        )
+        .unwrap();
         assert_eq!(y, j);
         assert_eq!(y, json!({"name": "hello", "list": [1, 2.5, true, null]}));
     }
@@ -373,7 +415,11 @@ mod tests {
         assert_eq!(e.kind, SourceErrorKind::Syntax);
         assert!(e.message.contains("duplicate key \"name\""), "{e}");
         assert_eq!((e.line, e.column), (Some(3), Some(1)));
-        let e = parse(b"ui:\n  mode: ModuleFederation\n  x: 1\n  mode: Other\n", Format::Yaml).unwrap_err();
+        let e = parse(
+            b"ui:\n  mode: ModuleFederation\n  x: 1\n  mode: Other\n",
+            Format::Yaml,
+        )
+        .unwrap_err();
         assert_eq!((e.line, e.column), (Some(4), Some(3)), "{e:?}");
         let e = parse(br#"{"a": 1, "a": 2}"#, Format::Json).unwrap_err();
         assert!(e.message.contains("duplicate key \"a\""), "{e}");
@@ -385,7 +431,10 @@ mod tests {
         let e = parse(b"name: hello\nui: [1\n", Format::Yaml).unwrap_err();
         assert_eq!(e.kind, SourceErrorKind::Syntax);
         assert_eq!((e.line, e.column), (Some(3), Some(1)), "{e:?}");
-        assert!(e.message.starts_with("did not find expected ',' or ']'"), "{e:?}");
+        assert!(
+            e.message.starts_with("did not find expected ',' or ']'"),
+            "{e:?}"
+        );
         let e = parse(b"{\"a\": }", Format::Json).unwrap_err();
         assert_eq!((e.line, e.column), (Some(1), Some(7)));
     }
@@ -408,31 +457,59 @@ mod tests {
 
     #[test]
     fn alias_bomb_is_bounded() {
-        let mut doc = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
-        for (i, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().zip(["a", "b", "c", "d", "e", "f", "g", "h"]) {
+        let mut doc = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (i, prev) in ["b", "c", "d", "e", "f", "g", "h", "i"]
+            .iter()
+            .zip(["a", "b", "c", "d", "e", "f", "g", "h"])
+        {
             doc.push_str(&format!("{i}: &{i} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
         }
         let e = parse(doc.as_bytes(), Format::Yaml).unwrap_err();
-        assert_eq!(e.kind, SourceErrorKind::Syntax);
+        assert_eq!(e.kind, SourceErrorKind::TooComplex, "{e}");
+        assert!(e.message.contains("billion laughs"), "{e}");
+    }
+
+    #[test]
+    fn node_budget_bounds_expansion_below_the_parser_limit() {
+        // 400 aliases of a 400-item list: few events for the parser, 160,000 values.
+        let mut doc = format!("a: &a [{}]\nb: [", vec!["1"; 400].join(","));
+        doc.push_str(&vec!["*a"; 400].join(","));
+        doc.push_str("]\n");
+        let e = parse(doc.as_bytes(), Format::Yaml).unwrap_err();
+        assert_eq!(e.kind, SourceErrorKind::TooComplex, "{e}");
     }
 
     #[test]
     fn deep_nesting_is_refused() {
         let doc = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
-        assert_eq!(parse(doc.as_bytes(), Format::Yaml).unwrap_err().kind, SourceErrorKind::Syntax);
-        assert_eq!(parse(doc.as_bytes(), Format::Json).unwrap_err().kind, SourceErrorKind::Syntax);
+        assert_eq!(
+            parse(doc.as_bytes(), Format::Yaml).unwrap_err().kind,
+            SourceErrorKind::TooComplex
+        );
+        assert_eq!(
+            parse(doc.as_bytes(), Format::Json).unwrap_err().kind,
+            SourceErrorKind::TooComplex
+        );
         let mut nested = String::new();
         for i in 0..1000 {
             nested.push_str(&" ".repeat(i));
             nested.push_str("a:\n");
         }
-        assert_eq!(parse(nested.as_bytes(), Format::Yaml).unwrap_err().kind, SourceErrorKind::Syntax);
+        assert_eq!(
+            parse(nested.as_bytes(), Format::Yaml).unwrap_err().kind,
+            SourceErrorKind::TooComplex
+        );
     }
 
     #[test]
     fn special_values_and_documents() {
         assert_eq!(parse(b"", Format::Yaml).unwrap(), Value::Null);
-        assert_eq!(parse(b"\xef\xbb\xbfa: 1\n", Format::Yaml).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse(b"\xef\xbb\xbfa: 1\n", Format::Yaml).unwrap(),
+            json!({"a": 1})
+        );
         let e = parse(b"a: .nan\n", Format::Yaml).unwrap_err();
         assert!(e.message.contains("not a finite number"), "{e}");
         let e = parse(b"a: 1\n---\nb: 2\n", Format::Yaml).unwrap_err();

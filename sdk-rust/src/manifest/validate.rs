@@ -50,7 +50,11 @@ impl Ord for Problem {
 impl fmt::Display for Problem {
     /// `<path>: <message>`, with `/` standing for the whole document.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {}", self.message)
     }
 }
@@ -117,7 +121,10 @@ pub fn validate_document(doc: &Document) -> Report {
             Err(e) => {
                 // The schema and the types describe the same document; should they ever
                 // disagree, say so rather than accept or panic.
-                problems.push(Problem::new("", format!("cannot be read as a manifest: {e}")));
+                problems.push(Problem::new(
+                    "",
+                    format!("cannot be read as a manifest: {e}"),
+                ));
                 None
             }
         }
@@ -136,7 +143,12 @@ pub fn validate_document(doc: &Document) -> Report {
 fn schema_problems(doc: &Document) -> Vec<Problem> {
     let validator = match &*VALIDATOR {
         Ok(v) => v,
-        Err(e) => return vec![Problem::new("", format!("the manifest schema does not compile: {e}"))],
+        Err(e) => {
+            return vec![Problem::new(
+                "",
+                format!("the manifest schema does not compile: {e}"),
+            )];
+        }
     };
     let mut out = Vec::new();
     // Paths that got an `enum` error: a `pattern` error on the same value adds nothing.
@@ -147,7 +159,8 @@ fn schema_problems(doc: &Document) -> Vec<Problem> {
         let schema_path = err.schema_path().as_str().to_string();
         let instance: &Value = err.instance();
         match err.kind() {
-            ValidationErrorKind::Required { .. } | ValidationErrorKind::AdditionalProperties { .. } => {
+            ValidationErrorKind::Required { .. }
+            | ValidationErrorKind::AdditionalProperties { .. } => {
                 out.extend(structural(&err, schema()));
             }
             ValidationErrorKind::Enum { .. } if is_capability_item(&path) => {
@@ -172,6 +185,17 @@ fn schema_problems(doc: &Document) -> Vec<Problem> {
                         "version {text} was read as a number; a version is a quoted SemVer string: write version: \"{}\"",
                         full_version(&text)
                     ),
+                ));
+            }
+            ValidationErrorKind::Type { .. } if path.is_empty() => {
+                let found = match instance {
+                    Value::Null => "the document is empty".to_string(),
+                    Value::Array(_) => "the document is a list".to_string(),
+                    other => format!("the document is the scalar {other}"),
+                };
+                out.push(Problem::new(
+                    path,
+                    format!("{found}; a manifest is a mapping with at least name, version, compat and ui"),
                 ));
             }
             ValidationErrorKind::Pattern { pattern } => {
@@ -255,12 +279,20 @@ fn is_capability_item(path: &str) -> bool {
 /// `"1.4"` -> `"1.4.0"`, `"2"` -> `"2.0.0"`; anything else as is.
 fn full_version(text: &str) -> String {
     let parts: Vec<&str> = text.split('.').collect();
-    if parts.is_empty() || parts.len() > 3 || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.is_empty()
+        || parts.len() > 3
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return text.to_string();
     }
     let mut parts: Vec<String> = parts
         .iter()
-        .map(|p| p.parse::<u64>().map_or_else(|_| (*p).to_string(), |n| n.to_string()))
+        .map(|p| {
+            p.parse::<u64>()
+                .map_or_else(|_| (*p).to_string(), |n| n.to_string())
+        })
         .collect();
     while parts.len() < 3 {
         parts.push("0".to_string());
@@ -361,13 +393,19 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     if let Some(v) = doc.get("version").and_then(Value::as_str) {
         if let Err(e) = semver::Version::parse(v) {
             if !problems.iter().any(|p| p.path == "/version") {
-                problems.push(Problem::new("/version", format!("\"{v}\" is not a valid version: {e}")));
+                problems.push(Problem::new(
+                    "/version",
+                    format!("\"{v}\" is not a valid version: {e}"),
+                ));
             }
         }
     }
 
     for field in ["core", "backend_sdk", "frontend_sdk"] {
-        if let Some(r) = doc.pointer(&format!("/compat/{field}")).and_then(Value::as_str) {
+        if let Some(r) = doc
+            .pointer(&format!("/compat/{field}"))
+            .and_then(Value::as_str)
+        {
             if let Err(e) = Range::parse(r) {
                 problems.push(Problem::new(format!("/compat/{field}"), e.to_string()));
             }
@@ -377,20 +415,28 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     let panels = items(doc, "/ui/contributions/panels");
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, panel) in panels.iter().enumerate() {
-        let Some(id) = panel.get("id").and_then(Value::as_str) else { continue };
+        let Some(id) = panel.get("id").and_then(Value::as_str) else {
+            continue;
+        };
         let path = format!("/ui/contributions/panels/{i}/id");
         if let Some(name) = name.filter(|n| is_plugin_name(n)) {
             if !id.starts_with(&format!("{name}.")) {
+                // This says more than the id's pattern does.
+                problems.retain(|p| !(p.path == path && p.message.contains(" does not match ")));
                 problems.push(Problem::new(
                     &path,
-                    format!("panel id \"{id}\" must start with the plugin name and a dot (\"{name}.\")"),
+                    format!(
+                        "panel id \"{id}\" must start with the plugin name and a dot (\"{name}.\")"
+                    ),
                 ));
             }
         }
         if let Some(first) = seen.insert(id, i) {
             problems.push(Problem::new(
                 &path,
-                format!("panel id \"{id}\" is already declared at /ui/contributions/panels/{first}/id"),
+                format!(
+                    "panel id \"{id}\" is already declared at /ui/contributions/panels/{first}/id"
+                ),
             ));
             seen.insert(id, first);
         }
@@ -399,8 +445,14 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     let routes = items(doc, "/ui/contributions/routes");
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
-        let Some(path) = route.get("path").and_then(Value::as_str) else { continue };
-        let key = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+        let Some(path) = route.get("path").and_then(Value::as_str) else {
+            continue;
+        };
+        let key = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
         if let Some(first) = seen.insert(key, i) {
             problems.push(Problem::new(
                 format!("/ui/contributions/routes/{i}/path"),
@@ -412,7 +464,9 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
 
     let egress = items(doc, "/permissions/network/egressAllow");
     for (i, entry) in egress.iter().enumerate() {
-        let Some((_, port)) = entry.as_str().and_then(|e| e.rsplit_once(':')) else { continue };
+        let Some((_, port)) = entry.as_str().and_then(|e| e.rsplit_once(':')) else {
+            continue;
+        };
         if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
             continue; // the schema's pattern reports it
         }
@@ -428,12 +482,35 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
         problems.extend(config_schema_problems(config_schema, "/configSchema"));
     }
 
-    let caps: Vec<&str> = items(doc, "/capabilities").iter().filter_map(|c| c.as_str()).collect();
+    let caps: Vec<&str> = items(doc, "/capabilities")
+        .iter()
+        .filter_map(|c| c.as_str())
+        .collect();
     let needs = [
-        (!panels.is_empty(), "/ui/contributions/panels", Capability::UiPanel, "panels are declared"),
-        (!routes.is_empty(), "/ui/contributions/routes", Capability::UiRoute, "routes are declared"),
-        (!egress.is_empty(), "/permissions/network/egressAllow", Capability::HttpOutbound, "egress destinations are declared"),
-        (!items(doc, "/secrets").is_empty(), "/secrets", Capability::SecretsRead, "secrets are declared"),
+        (
+            !panels.is_empty(),
+            "/ui/contributions/panels",
+            Capability::UiPanel,
+            "panels are declared",
+        ),
+        (
+            !routes.is_empty(),
+            "/ui/contributions/routes",
+            Capability::UiRoute,
+            "routes are declared",
+        ),
+        (
+            !egress.is_empty(),
+            "/permissions/network/egressAllow",
+            Capability::HttpOutbound,
+            "egress destinations are declared",
+        ),
+        (
+            !items(doc, "/secrets").is_empty(),
+            "/secrets",
+            Capability::SecretsRead,
+            "secrets are declared",
+        ),
     ];
     for (declared, path, cap, what) in needs {
         if declared && !caps.contains(&cap.name()) {
@@ -450,7 +527,9 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
 fn is_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-')
 }
@@ -538,7 +617,10 @@ fn config_schema_problems(cs: &Value, at: &str) -> Vec<Problem> {
     }
     if self_contained && out.len() == before {
         if let Err(e) = compile(cs) {
-            out.push(Problem::new(at, format!("cannot be used as a JSON Schema: {e}")));
+            out.push(Problem::new(
+                at,
+                format!("cannot be used as a JSON Schema: {e}"),
+            ));
         }
     }
     out
@@ -561,7 +643,9 @@ fn remote_refs(node: &Value, at: &str, out: &mut Vec<Problem>) {
             for (key, value) in map {
                 let here = format!("{at}/{}", escape(key));
                 match (key.as_str(), value) {
-                    ("$ref" | "$dynamicRef" | "$recursiveRef", Value::String(r)) if !r.starts_with('#') => {
+                    ("$ref" | "$dynamicRef" | "$recursiveRef", Value::String(r))
+                        if !r.starts_with('#') =>
+                    {
                         out.push(Problem::new(
                             here,
                             format!(
@@ -588,7 +672,12 @@ fn remote_refs(node: &Value, at: &str, out: &mut Vec<Problem>) {
 pub fn validate_value_against(config_schema: &Value, instance: &Value, at: &str) -> Vec<Problem> {
     let validator = match compile(config_schema) {
         Ok(v) => v,
-        Err(e) => return vec![Problem::new(at, format!("configSchema cannot be used: {e}"))],
+        Err(e) => {
+            return vec![Problem::new(
+                at,
+                format!("configSchema cannot be used: {e}"),
+            )];
+        }
     };
     let mut out: Vec<Problem> = validator
         .iter_errors(instance)
@@ -661,8 +750,14 @@ mod tests {
 
     #[test]
     fn typo_suggestions() {
-        assert_eq!(closest("remotepath", &["mode", "remotePath", "contributions"]), Some("remotePath"));
-        assert_eq!(closest("capabilites", &["name", "capabilities"]), Some("capabilities"));
+        assert_eq!(
+            closest("remotepath", &["mode", "remotePath", "contributions"]),
+            Some("remotePath")
+        );
+        assert_eq!(
+            closest("capabilites", &["name", "capabilities"]),
+            Some("capabilities")
+        );
         assert_eq!(closest("zzz", &["name", "version"]), None);
     }
 
