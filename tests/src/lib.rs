@@ -89,3 +89,5 @@ pub fn tessera_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .unwrap_or_else(|e| panic!("tessera did not finish: {e}"))
         .into()
 }
+
+pub mod mutate;

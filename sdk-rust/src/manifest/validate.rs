@@ -366,23 +366,36 @@ fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
     allowed
         .iter()
         .map(|a| (edit_distance(&lower, &a.to_ascii_lowercase()), *a))
-        .filter(|(d, a)| *d <= 2.max(a.len() / 4))
+        .filter(|(d, a)| *d <= 1.max(a.len() / 3) && *d < a.len())
         .min_by_key(|(d, _)| *d)
         .map(|(_, a)| a)
 }
 
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
+/// neighbours (the usual typos) each cost one.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 // === rules the schema cannot express ===
@@ -390,25 +403,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
     let name = doc.get("name").and_then(Value::as_str);
 
-    if let Some(v) = doc.get("version").and_then(Value::as_str) {
-        if let Err(e) = semver::Version::parse(v) {
-            if !problems.iter().any(|p| p.path == "/version") {
-                problems.push(Problem::new(
-                    "/version",
-                    format!("\"{v}\" is not a valid version: {e}"),
-                ));
-            }
-        }
+    if let Some(v) = doc.get("version").and_then(Value::as_str)
+        && let Err(e) = semver::Version::parse(v)
+        && !problems.iter().any(|p| p.path == "/version")
+    {
+        problems.push(Problem::new(
+            "/version",
+            format!("\"{v}\" is not a valid version: {e}"),
+        ));
     }
 
     for field in ["core", "backend_sdk", "frontend_sdk"] {
         if let Some(r) = doc
             .pointer(&format!("/compat/{field}"))
             .and_then(Value::as_str)
+            && let Err(e) = Range::parse(r)
         {
-            if let Err(e) = Range::parse(r) {
-                problems.push(Problem::new(format!("/compat/{field}"), e.to_string()));
-            }
+            problems.push(Problem::new(format!("/compat/{field}"), e.to_string()));
         }
     }
 
@@ -419,17 +430,17 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
             continue;
         };
         let path = format!("/ui/contributions/panels/{i}/id");
-        if let Some(name) = name.filter(|n| is_plugin_name(n)) {
-            if !id.starts_with(&format!("{name}.")) {
-                // This says more than the id's pattern does.
-                problems.retain(|p| !(p.path == path && p.message.contains(" does not match ")));
-                problems.push(Problem::new(
-                    &path,
-                    format!(
-                        "panel id \"{id}\" must start with the plugin name and a dot (\"{name}.\")"
-                    ),
-                ));
-            }
+        if let Some(name) = name.filter(|n| is_plugin_name(n))
+            && !id.starts_with(&format!("{name}."))
+        {
+            // This says more than the id's pattern does.
+            problems.retain(|p| !(p.path == path && p.message.contains(" does not match ")));
+            problems.push(Problem::new(
+                &path,
+                format!(
+                    "panel id \"{id}\" must start with the plugin name and a dot (\"{name}.\")"
+                ),
+            ));
         }
         if let Some(first) = seen.insert(id, i) {
             problems.push(Problem::new(
@@ -615,13 +626,14 @@ fn config_schema_problems(cs: &Value, at: &str) -> Vec<Problem> {
         }
         Err(e) => out.push(Problem::new(at, format!("not a valid JSON Schema: {e}"))),
     }
-    if self_contained && out.len() == before {
-        if let Err(e) = compile(cs) {
-            out.push(Problem::new(
-                at,
-                format!("cannot be used as a JSON Schema: {e}"),
-            ));
-        }
+    if self_contained
+        && out.len() == before
+        && let Err(e) = compile(cs)
+    {
+        out.push(Problem::new(
+            at,
+            format!("cannot be used as a JSON Schema: {e}"),
+        ));
     }
     out
 }
@@ -759,6 +771,12 @@ mod tests {
             Some("capabilities")
         );
         assert_eq!(closest("zzz", &["name", "version"]), None);
+        assert_eq!(closest("coer", &["core", "backend_sdk"]), Some("core"));
+        assert_eq!(
+            closest("readinesPath", &["livenessPath", "readinessPath"]),
+            Some("readinessPath")
+        );
+        assert_eq!(closest("b", &["a"]), None);
     }
 
     #[test]
