@@ -409,3 +409,29 @@ fn usage_errors_exit_2() {
     let run = tessera(&["plugin", "validate", "a.yaml", "--no-such-flag"]);
     assert_eq!(run.code, Some(2), "{run:?}");
 }
+
+/// The codes `validate` can print and `docs/errors.md` list the same set.
+#[test]
+fn error_codes_and_docs_agree() {
+    use tessera_sdk::manifest::SourceErrorKind;
+    let docs = fs::read_to_string(repo_root().join("docs/errors.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(String::from)
+        .collect();
+    let mut emitted: std::collections::BTreeSet<String> = SourceErrorKind::ALL
+        .iter()
+        .map(|k| k.code().to_string())
+        .collect();
+    emitted.insert("file_unreadable".to_string());
+    assert_eq!(
+        documented, emitted,
+        "docs/errors.md and the codes in use differ"
+    );
+    // And the CLI really prints the one it names outside the SDK.
+    let run = tessera(&["plugin", "validate", "--json", "does-not-exist.yaml"]);
+    let e: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(e["error"]["code"], "file_unreadable");
+}

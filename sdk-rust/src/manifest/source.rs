@@ -61,6 +61,14 @@ pub enum SourceErrorKind {
 }
 
 impl SourceErrorKind {
+    /// Every kind, so docs and tests can list their codes.
+    pub const ALL: [SourceErrorKind; 4] = [
+        SourceErrorKind::TooLarge,
+        SourceErrorKind::NotUtf8,
+        SourceErrorKind::Syntax,
+        SourceErrorKind::TooComplex,
+    ];
+
     /// A stable, machine-readable code (used by `--json` output).
     pub fn code(self) -> &'static str {
         match self {
