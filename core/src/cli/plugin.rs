@@ -93,24 +93,13 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     };
 
     let report = manifest::validate_document(&doc);
-    let mut findings: Vec<Finding> = report
-        .problems
-        .into_iter()
-        .map(|problem| Finding {
-            file: shown.clone(),
-            in_manifest: true,
-            problem,
-        })
-        .collect();
-    let mut warnings: Vec<Finding> = report
-        .warnings
-        .into_iter()
-        .map(|problem| Finding {
-            file: shown.clone(),
-            in_manifest: true,
-            problem,
-        })
-        .collect();
+    let in_manifest = |problem: Problem| Finding {
+        file: shown.clone(),
+        in_manifest: true,
+        problem,
+    };
+    let mut findings: Vec<Finding> = report.problems.into_iter().map(in_manifest).collect();
+    let mut warnings: Vec<Finding> = report.warnings.into_iter().map(in_manifest).collect();
 
     let versions = Versions {
         core: args.core_version.clone().unwrap_or(compat::CORE_PLUGIN_API),
@@ -119,11 +108,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     findings.extend(
         manifest::compat_problems(&doc.value, &versions)
             .into_iter()
-            .map(|problem| Finding {
-                file: shown.clone(),
-                in_manifest: true,
-                problem,
-            }),
+            .map(in_manifest),
     );
     findings.sort_by(|a, b| a.problem.cmp(&b.problem));
 
