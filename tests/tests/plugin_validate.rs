@@ -218,7 +218,19 @@ fn unreadable_input_exits_2_with_position() {
 
     let run = tessera(&["plugin", "validate", "schemas"]);
     assert_eq!(run.code, Some(2), "{run:?}");
-    assert!(run.stderr.contains("is a directory"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("is a directory, and holds no plugin.yaml"),
+        "{run:?}"
+    );
+
+    // A plugin's folder stands for its plugin.yaml.
+    let run = tessera(&["plugin", "validate", "plugin-template"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.starts_with("plugin-template/plugin.yaml: valid"),
+        "{run:?}"
+    );
 }
 
 #[test]

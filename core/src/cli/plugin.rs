@@ -30,8 +30,8 @@ pub(crate) enum PluginCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
-    /// The manifest to check (`-` reads standard input). Files ending in .json are read as
-    /// JSON, everything else as YAML.
+    /// The manifest to check: a file, a plugin folder holding plugin.yaml, or `-` for
+    /// standard input. Files ending in .json are read as JSON, everything else as YAML.
     path: PathBuf,
     /// Judge compatibility against this core plugin API version instead of this build's.
     #[arg(long, value_name = "VERSION", value_parser = parse_version)]
@@ -84,9 +84,15 @@ impl Finding {
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
-    let shown = args.path.display().to_string();
-    let doc = match read(&args.path).and_then(|bytes| {
-        Document::parse(&bytes, Format::from_path(&args.path)).map_err(Unreadable::Source)
+    // A plugin's folder stands for its plugin.yaml.
+    let path = if args.path.is_dir() && args.path.join("plugin.yaml").is_file() {
+        args.path.join("plugin.yaml")
+    } else {
+        args.path.clone()
+    };
+    let shown = path.display().to_string();
+    let doc = match read(&path).and_then(|bytes| {
+        Document::parse(&bytes, Format::from_path(&path)).map_err(Unreadable::Source)
     }) {
         Ok(doc) => doc,
         Err(e) => return unreadable(&shown, &e, args.json),
@@ -247,7 +253,9 @@ fn read(path: &Path) -> Result<Vec<u8>, Unreadable> {
         let file = File::open(path).map_err(Unreadable::Io)?;
         let meta = file.metadata().map_err(Unreadable::Io)?;
         if meta.is_dir() {
-            return Err(Unreadable::Io(io::Error::other("is a directory")));
+            return Err(Unreadable::Io(io::Error::other(
+                "is a directory, and holds no plugin.yaml",
+            )));
         }
         if meta.len() > MAX_MANIFEST_BYTES as u64 {
             return Err(Unreadable::Source(manifest::too_large(
