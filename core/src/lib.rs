@@ -11,3 +11,5 @@
 #![deny(rust_2018_idioms)]
 
 pub mod cli;
+pub mod auth;
+pub mod error;

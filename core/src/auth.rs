@@ -1,0 +1,418 @@
+//! Tokens: the core's Ed25519 signing key, minting registration and admin tokens (EdDSA JWTs
+//! with a `kid`), the JWKS, and validation that pins the algorithm.
+//!
+//! The key lives in the data dir as `signing-key.pem` (PKCS#8, mode 0600), created on first
+//! start. Validation order: header (algorithm EdDSA only, our `kid`) -> signature -> `iss`,
+//! `aud`, `exp`, `nbf` (leeway 60 s) -> revoked `jti`. Each failure has its own error code.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tessera_sdk::Capability;
+
+use crate::error::{ApiError, Code};
+
+/// Audience of registration tokens.
+pub const AUD_REGISTER: &str = "tessera-register";
+/// Audience of admin tokens.
+pub const AUD_ADMIN: &str = "tessera-admin";
+/// Issuer of every token this core mints.
+pub const ISSUER: &str = "tessera";
+/// Clock leeway for `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 60;
+/// File name of the signing key in the data dir.
+pub const KEY_FILE: &str = "signing-key.pem";
+
+/// PKCS#8 v1 prefix of an Ed25519 private key; the 32-byte seed follows.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Claims of a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer (`tessera`).
+    pub iss: String,
+    /// `tessera-register` or `tessera-admin`.
+    pub aud: String,
+    /// Plugin name (registration) or `admin`.
+    pub sub: String,
+    /// Granted capabilities (registration tokens).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<String>,
+    /// Namespace the plugin's URLs must live in (cluster mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns: Option<String>,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Expiry; registration tokens may have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+    /// Token id, for revocation.
+    pub jti: String,
+}
+
+impl Claims {
+    /// Granted capabilities that are in the catalogue (unknown names grant nothing).
+    pub fn capabilities(&self) -> Vec<Capability> {
+        self.caps
+            .iter()
+            .filter_map(|c| Capability::parse(c).ok())
+            .collect()
+    }
+}
+
+/// The signing key and what is derived from it.
+pub struct Keys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// RFC 7638 thumbprint of the public key; the `kid` of every token.
+    pub kid: String,
+    jwk: Jwk,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+// === impl Keys ===
+
+impl Keys {
+    /// Loads the key from `dir`, creating it (mode 0600) on first start.
+    pub fn load_or_create(dir: &Path) -> std::io::Result<Keys> {
+        let path = dir.join(KEY_FILE);
+        let pem = match std::fs::read_to_string(&path) {
+            Ok(pem) => pem,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+                let mut der = ED25519_PKCS8_PREFIX.to_vec();
+                der.extend_from_slice(&seed);
+                let pem = format!(
+                    "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                    STANDARD.encode(&der)
+                );
+                write_private(&path, pem.as_bytes())?;
+                pem
+            }
+            Err(e) => return Err(e),
+        };
+        Keys::from_pem(&pem).map_err(|e| {
+            std::io::Error::other(format!("{}: not an Ed25519 private key: {e}", path.display()))
+        })
+    }
+
+    fn from_pem(pem: &str) -> Result<Keys, jsonwebtoken::errors::Error> {
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA)?;
+        let x = match &jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(p) => p.x.clone(),
+            _ => return Err(ErrorKind::InvalidEddsaKey.into()),
+        };
+        let thumb = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumb.as_bytes()));
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+        let decoding = DecodingKey::from_ed_components(&x)?;
+        Ok(Keys {
+            encoding,
+            decoding,
+            kid,
+            jwk,
+        })
+    }
+
+    /// The public keys, as served at `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> JwkSet {
+        JwkSet {
+            keys: vec![self.jwk.clone()],
+        }
+    }
+
+    /// Signs claims.
+    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
+    /// Mints a registration token for plugin `name`.
+    pub fn issue_registration(
+        &self,
+        name: &str,
+        caps: &[Capability],
+        ns: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let now = now();
+        let mut caps: Vec<String> = caps.iter().map(|c| c.name().to_string()).collect();
+        caps.sort();
+        caps.dedup();
+        let claims = Claims {
+            iss: ISSUER.to_string(),
+            aud: AUD_REGISTER.to_string(),
+            sub: name.to_string(),
+            caps,
+            ns,
+            iat: now,
+            nbf: None,
+            exp: ttl_secs.map(|t| now.saturating_add(t)),
+            jti: new_jti(),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Mints an admin token.
+    pub fn issue_admin(&self, ttl_secs: u64) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let now = now();
+        let claims = Claims {
+            iss: ISSUER.to_string(),
+            aud: AUD_ADMIN.to_string(),
+            sub: "admin".to_string(),
+            caps: Vec::new(),
+            ns: None,
+            iat: now,
+            nbf: None,
+            exp: Some(now.saturating_add(ttl_secs)),
+            jti: new_jti(),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Validates a bearer token for `audience`; `revoked` holds revoked token ids.
+    pub fn validate(
+        &self,
+        token: &str,
+        audience: &str,
+        revoked: &HashSet<String>,
+    ) -> Result<Claims, ApiError> {
+        let header = token.split('.').next().unwrap_or_default();
+        let header: serde_json::Value = URL_SAFE_NO_PAD
+            .decode(header.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ApiError::new(Code::TokenMalformed, "the bearer token is not a JWT"))?;
+        let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
+        if alg != "EdDSA" {
+            return Err(ApiError::new(
+                Code::TokenAlgorithmNotAllowed,
+                format!("token algorithm \"{alg}\" is not allowed; tokens are EdDSA"),
+            ));
+        }
+        match header.get("kid").and_then(|k| k.as_str()) {
+            Some(kid) if kid == self.kid => {}
+            other => {
+                return Err(ApiError::new(
+                    Code::TokenUnknownKey,
+                    format!(
+                        "token key id {:?} is not this core's signing key (see /.well-known/jwks.json)",
+                        other.unwrap_or("<none>")
+                    ),
+                ));
+            }
+        }
+        let mut v = Validation::new(Algorithm::EdDSA);
+        v.leeway = LEEWAY_SECS;
+        v.validate_nbf = true;
+        v.validate_exp = true;
+        v.set_required_spec_claims(&["iss", "aud", "sub"]);
+        v.set_issuer(&[ISSUER]);
+        v.set_audience(&[audience]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
+            let (code, msg) = match e.kind() {
+                ErrorKind::InvalidSignature => (Code::TokenSignatureInvalid, "the token's signature does not verify".to_string()),
+                ErrorKind::ExpiredSignature => (Code::TokenExpired, "the token has expired".to_string()),
+                ErrorKind::ImmatureSignature => (Code::TokenNotYetValid, "the token is not valid yet (nbf)".to_string()),
+                ErrorKind::InvalidAudience => (
+                    Code::TokenWrongAudience,
+                    format!("the token is not for this endpoint: audience must be \"{audience}\""),
+                ),
+                ErrorKind::InvalidIssuer => (Code::TokenWrongIssuer, format!("the token was not issued by \"{ISSUER}\"")),
+                ErrorKind::InvalidAlgorithm => (Code::TokenAlgorithmNotAllowed, "token algorithm is not allowed".to_string()),
+                other => (Code::TokenMalformed, format!("the token cannot be read: {other:?}")),
+            };
+            ApiError::new(code, msg)
+        })?;
+        if revoked.contains(&data.claims.jti) {
+            return Err(ApiError::new(
+                Code::TokenRevoked,
+                format!("token {} has been revoked", data.claims.jti),
+            ));
+        }
+        Ok(data.claims)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Seconds since the epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// A fresh random token id.
+pub fn new_jti() -> String {
+    let mut b = [0u8; 16];
+    // getrandom only fails when the OS has no entropy source at all.
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses durations such as `90d`, `12h`, `30m`, `45s`.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration such as 90d, 12h, 30m or 45s"))?;
+    let mult = match unit {
+        "s" | "" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("\"{s}\": unit must be s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .filter(|&t| t > 0)
+        .ok_or_else(|| format!("\"{s}\" must be a positive duration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> (tempdir::Dir, Keys) {
+        let dir = tempdir::Dir::new();
+        let keys = Keys::load_or_create(dir.path()).unwrap();
+        (dir, keys)
+    }
+
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                let p = std::env::temp_dir().join(format!("tessera-auth-{}", super::new_jti()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn key_is_created_once_with_mode_0600_and_reloaded() {
+        let (dir, k1) = keys();
+        let k2 = Keys::load_or_create(dir.path()).unwrap();
+        assert_eq!(k1.kid, k2.kid);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn issued_tokens_validate_for_their_audience_only() {
+        let (_d, k) = keys();
+        let (t, c) = k.issue_registration("hello", &[Capability::UiPanel], None, None).unwrap();
+        let got = k.validate(&t, AUD_REGISTER, &HashSet::new()).unwrap();
+        assert_eq!(got, c);
+        assert_eq!(k.validate(&t, AUD_ADMIN, &HashSet::new()).unwrap_err().code, Code::TokenWrongAudience);
+        let revoked: HashSet<String> = [c.jti.clone()].into();
+        assert_eq!(k.validate(&t, AUD_REGISTER, &revoked).unwrap_err().code, Code::TokenRevoked);
+    }
+
+    #[test]
+    fn attacks_get_their_own_codes() {
+        let (_d, k) = keys();
+        let none = HashSet::new();
+        let (t, mut c) = k.issue_registration("hello", &[], None, None).unwrap();
+        let parts: Vec<&str> = t.split('.').collect();
+        // alg none
+        let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let forged = format!("{h}.{}.", parts[1]);
+        assert_eq!(k.validate(&forged, AUD_REGISTER, &none).unwrap_err().code, Code::TokenAlgorithmNotAllowed);
+        // HS256 signed with the public key
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(k.kid.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(k.validate(&hs, AUD_REGISTER, &none).unwrap_err().code, Code::TokenAlgorithmNotAllowed);
+        // tampered payload
+        c.sub = "other".into();
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+        assert_eq!(k.validate(&tampered, AUD_REGISTER, &none).unwrap_err().code, Code::TokenSignatureInvalid);
+        // expired / not yet valid / wrong issuer
+        let mut e = c.clone();
+        e.exp = Some(now() - 3600);
+        assert_eq!(k.validate(&k.sign(&e).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenExpired);
+        let mut f = c.clone();
+        f.nbf = Some(now() + 3600);
+        assert_eq!(k.validate(&k.sign(&f).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenNotYetValid);
+        let mut i = c.clone();
+        i.iss = "someone-else".into();
+        assert_eq!(k.validate(&k.sign(&i).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenWrongIssuer);
+        // another core's key
+        let (_d2, other) = keys();
+        let (t2, _) = other.issue_registration("hello", &[], None, None).unwrap();
+        assert_eq!(k.validate(&t2, AUD_REGISTER, &none).unwrap_err().code, Code::TokenUnknownKey);
+        // garbage
+        assert_eq!(k.validate("garbage", AUD_REGISTER, &none).unwrap_err().code, Code::TokenMalformed);
+        // leeway: expired 30 s ago still passes
+        let mut l = c.clone();
+        l.sub = "hello".into();
+        l.exp = Some(now() - 30);
+        assert!(k.validate(&k.sign(&l).unwrap(), AUD_REGISTER, &none).is_ok());
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_ttl("12h"), Ok(43_200));
+        assert_eq!(parse_ttl("45"), Ok(45));
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("3w").is_err());
+        assert!(parse_ttl("d").is_err());
+        assert!(parse_ttl("99999999999999999999d").is_err());
+    }
+}
