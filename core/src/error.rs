@@ -52,7 +52,6 @@ codes! {
     ContributionConflict = "contribution_conflict", CONFLICT;
     RateLimited = "rate_limited", TOO_MANY_REQUESTS;
     PluginNotFound = "plugin_not_found", NOT_FOUND;
-    TokenNotFound = "token_not_found", NOT_FOUND;
     NotFound = "not_found", NOT_FOUND;
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;

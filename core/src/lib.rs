@@ -13,3 +13,5 @@
 pub mod cli;
 pub mod auth;
 pub mod error;
+pub mod model;
+pub mod store;

@@ -1,0 +1,241 @@
+//! Domain types of the core: plugin records, states, conditions, audit events. No I/O here;
+//! the registry changes these, the stores persist them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Lifecycle state of a plugin (DESIGN.md, Lifecycle).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    /// Listed by an admin or static config, not yet registered.
+    Installed,
+    /// Registered; waiting for its probes to pass.
+    Registering,
+    /// Probes pass; exposed to the shell.
+    Ready,
+    /// Was ready, probes failing (or its remote changed); hidden.
+    Degraded,
+    /// Cut off by an admin; hidden, not probed, proxy refuses.
+    Disabled,
+}
+
+impl State {
+    /// Every state, for metrics.
+    pub const ALL: [State; 5] = [
+        State::Installed,
+        State::Registering,
+        State::Ready,
+        State::Degraded,
+        State::Disabled,
+    ];
+
+    /// The name used in the API and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Installed => "Installed",
+            State::Registering => "Registering",
+            State::Ready => "Ready",
+            State::Degraded => "Degraded",
+            State::Disabled => "Disabled",
+        }
+    }
+}
+
+/// Reasons a condition can carry: a fixed, documented set (docs/api.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reason {
+    /// The core accepted the registration.
+    RegistrationAccepted,
+    /// Both probes passed.
+    Passed,
+    /// The first probes have not run yet.
+    AwaitingProbe,
+    /// The plugin's readiness endpoint failed.
+    ReadinessProbeFailed,
+    /// The remote entry could not be fetched.
+    RemoteEntryUnreachable,
+    /// The remote entry's bytes changed without a version change.
+    RemoteEntryChanged,
+    /// The shell reported that the remote failed to load or mount.
+    UiLoadFailed,
+    /// An admin disabled the plugin.
+    DisabledByAdmin,
+    /// An admin enabled the plugin.
+    EnabledByAdmin,
+    /// The plugin's compat ranges do not include this core.
+    IncompatibleCore,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// `Registered`, `Ready`, `Enabled`, `UiLoaded`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True` or `False`.
+    pub status: String,
+    /// One of [`Reason`].
+    pub reason: Reason,
+    /// What happened, for people.
+    pub message: String,
+    /// When `status` last changed (RFC 3339).
+    pub last_transition_time: String,
+}
+
+/// One registered version of a plugin, as accepted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    /// SemVer of this version.
+    pub version: String,
+    /// The normalized manifest.
+    pub manifest: Value,
+    /// Where the core reaches the plugin's service.
+    pub backend_url: String,
+    /// The plugin's `remoteEntry.js`.
+    pub remote_url: String,
+    /// `sha384-...` of the remote entry as first fetched under this version; a change of bytes
+    /// under the same version withdraws the plugin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<String>,
+    /// When it was registered (RFC 3339).
+    pub registered_at: String,
+    /// The `jti` of the token it registered with.
+    pub token_id: String,
+}
+
+/// An admin's kill switch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disabled {
+    /// Why, as the admin wrote it.
+    pub reason: String,
+    /// Who (the admin token's `jti`).
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// What the core knows of one plugin; persisted as one record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginRecord {
+    /// The plugin's name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: State,
+    /// The latest registered version (the one being probed).
+    pub current: Deployment,
+    /// The version the shell is shown: the last one that became Ready. It stays while a newer
+    /// `current` is Registering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<Deployment>,
+    /// Set while an admin has the plugin disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<Disabled>,
+    /// Conditions, one per type.
+    pub conditions: Vec<Condition>,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+}
+
+impl PluginRecord {
+    /// Sets the condition of `kind`, keeping `lastTransitionTime` when the status is unchanged.
+    pub fn set_condition(&mut self, kind: &str, status: bool, reason: Reason, message: impl Into<String>, now: &str) {
+        let status = if status { "True" } else { "False" }.to_string();
+        let message = message.into();
+        match self.conditions.iter_mut().find(|c| c.kind == kind) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now.to_string();
+                }
+                c.status = status;
+                c.reason = reason;
+                c.message = message;
+            }
+            None => self.conditions.push(Condition {
+                kind: kind.to_string(),
+                status,
+                reason,
+                message,
+                last_transition_time: now.to_string(),
+            }),
+        }
+    }
+
+    /// The deployment the shell sees, if any: the serving version of an enabled plugin that is
+    /// Ready, or Registering a newer version.
+    pub fn exposed(&self) -> Option<&Deployment> {
+        match self.state {
+            State::Ready | State::Registering if self.disabled.is_none() => self.serving.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// One audited decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Sequence number, assigned by the store.
+    #[serde(default)]
+    pub id: i64,
+    /// When (RFC 3339).
+    pub time: String,
+    /// Who: `admin:<jti>`, `plugin:<name>`, `prober`, `shell`.
+    pub actor: String,
+    /// What: `register`, `disable`, `enable`, `delete`, `transition`, `revoke-token`, ...
+    pub action: String,
+    /// Which plugin, when about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// The request that caused it, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// RFC 3339 UTC time with milliseconds, from the system clock.
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, d.subsec_millis())
+}
+
+/// Formats seconds since the epoch (UTC) as RFC 3339.
+pub fn rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_609_478, 123), "2026-11-25T12:24:38.123Z");
+    }
+}

@@ -1,0 +1,53 @@
+//! Persistence behind one trait, so the registry does not care where state lives: SQLite
+//! everywhere (this module's `sqlite`), Kubernetes objects in a cluster (a later backend).
+//!
+//! Every write is one transaction that carries its audit events with it: a change and the record
+//! of who made it are committed together or not at all, and a write is acknowledged only after
+//! it is committed.
+
+pub mod sqlite;
+
+use crate::model::{AuditEvent, PluginRecord};
+
+/// What a store failed at.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// Everything the registry needs at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every plugin record.
+    pub plugins: Vec<PluginRecord>,
+    /// Revoked token ids.
+    pub revoked: Vec<String>,
+}
+
+/// Which audit events to read.
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// Only events about this plugin.
+    pub plugin: Option<String>,
+    /// Only events with an id below this (paging backwards from the newest).
+    pub before: Option<i64>,
+    /// At most this many (newest first).
+    pub limit: u32,
+}
+
+/// A place the core keeps its state.
+pub trait Store: Send + Sync + 'static {
+    /// Reads everything (at start).
+    fn load(&self) -> Result<Loaded, StoreError>;
+    /// Writes a plugin record and its audit events in one transaction.
+    fn put(&self, record: &PluginRecord, audit: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Deletes a plugin record, auditing it, in one transaction.
+    fn delete(&self, name: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+    /// Records a revoked token id (idempotent), auditing it.
+    fn revoke(&self, jti: &str, audit: &AuditEvent) -> Result<(), StoreError>;
+    /// Appends audit events alone (decisions that change no record).
+    fn append_audit(&self, audit: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Reads audit events, newest first.
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Whether the store answers.
+    fn ping(&self) -> Result<(), StoreError>;
+}
