@@ -15,3 +15,5 @@ pub mod auth;
 pub mod error;
 pub mod model;
 pub mod store;
+pub mod config;
+pub mod policy;

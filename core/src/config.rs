@@ -1,0 +1,175 @@
+//! The core's configuration: a YAML file (`--config`, schema in `schemas/config.schema.json`)
+//! whose every field has a default, overridden by command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `tessera serve` can be told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Folder for `tessera.db` and the signing key.
+    pub data_dir: PathBuf,
+    /// Health gating.
+    pub probe: ProbeConfig,
+    /// Which URLs plugins may name.
+    pub url_policy: UrlPolicyConfig,
+    /// Registration rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// The remote-asset cache.
+    pub assets: AssetsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from(".tessera"),
+            probe: ProbeConfig::default(),
+            url_policy: UrlPolicyConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            assets: AssetsConfig::default(),
+        }
+    }
+}
+
+/// Probe timings, in the spirit of Kubernetes probes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Seconds between probes of one plugin (jittered by up to 10%).
+    pub period_seconds: f64,
+    /// Seconds a probe may take.
+    pub timeout_seconds: f64,
+    /// Consecutive failures that withdraw a Ready plugin.
+    pub failure_threshold: u32,
+    /// Consecutive successes that make a plugin Ready.
+    pub success_threshold: u32,
+    /// Probes in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            period_seconds: 5.0,
+            timeout_seconds: 2.0,
+            failure_threshold: 3,
+            success_threshold: 1,
+            concurrency: 64,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// The period.
+    pub fn period(&self) -> Duration {
+        Duration::from_secs_f64(self.period_seconds)
+    }
+    /// The timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_seconds)
+    }
+}
+
+/// URL policy: which hosts plugin URLs may name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UrlPolicyConfig {
+    /// Host patterns: `loopback` (127.0.0.0/8, ::1, localhost), an exact host name or IP
+    /// address, or `*.suffix` (any host ending in `.suffix`).
+    pub allow_hosts: Vec<String>,
+}
+
+impl Default for UrlPolicyConfig {
+    fn default() -> Self {
+        UrlPolicyConfig {
+            allow_hosts: vec!["loopback".to_string()],
+        }
+    }
+}
+
+/// Registration rate limits (token buckets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Registrations per minute per token.
+    pub per_token_per_minute: u32,
+    /// Registrations per minute per client address.
+    pub per_address_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_token_per_minute: 60,
+            per_address_per_minute: 600,
+        }
+    }
+}
+
+/// The cache of remote files served under `/plugins/...`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AssetsConfig {
+    /// Most bytes kept.
+    pub cache_bytes: u64,
+}
+
+impl Default for AssetsConfig {
+    fn default() -> Self {
+        AssetsConfig {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file (YAML or JSON), refusing unknown fields and impossible values.
+    pub fn from_file(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let config: Config =
+            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Refuses values that cannot work.
+    pub fn check(&self) -> Result<(), String> {
+        let p = &self.probe;
+        if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
+            return Err("probe.periodSeconds must be at least 0.05".into());
+        }
+        if !(p.timeout_seconds.is_finite() && p.timeout_seconds > 0.0) {
+            return Err("probe.timeoutSeconds must be positive".into());
+        }
+        if p.failure_threshold == 0 || p.success_threshold == 0 || p.concurrency == 0 {
+            return Err("probe thresholds and concurrency must be at least 1".into());
+        }
+        if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0 {
+            return Err("rate limits must be at least 1 per minute".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_fields_override_defaults_and_typos_are_refused() {
+        let c: Config = serde_norway::from_str("probe:\n  periodSeconds: 0.2\n").unwrap();
+        assert_eq!(c.probe.period_seconds, 0.2);
+        assert_eq!(c.probe.failure_threshold, 3);
+        assert!(serde_norway::from_str::<Config>("probe:\n  period: 1\n").is_err());
+        let mut bad = Config::default();
+        bad.probe.failure_threshold = 0;
+        assert!(bad.check().is_err());
+    }
+}

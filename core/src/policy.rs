@@ -1,0 +1,173 @@
+//! URL policy: the core fetches what plugins name, so server-side request forgery is the main
+//! risk. A plugin URL must be http or https, carry no userinfo, name a host the allowlist
+//! admits, and never a link-local or cloud-metadata address (refused whatever the allowlist
+//! says). The prober never follows redirects, so a URL cannot bounce the core elsewhere.
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+
+use crate::config::UrlPolicyConfig;
+
+/// Host names of cloud metadata services, always refused.
+const METADATA_HOSTS: &[&str] = &[
+    "metadata",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "instance-data.ec2.internal",
+];
+
+/// Why a URL was refused: the rule it broke, for the error's message and details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The URL as given.
+    pub url: String,
+    /// Short name of the rule (`scheme`, `userinfo`, `link-local`, `metadata`, `allowlist`,
+    /// `syntax`).
+    pub rule: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Checks a plugin URL against the policy.
+pub fn check(url: &str, policy: &UrlPolicyConfig) -> Result<Url, Refusal> {
+    let refuse = |rule, message: String| Refusal {
+        url: url.to_string(),
+        rule,
+        message,
+    };
+    let parsed = Url::parse(url).map_err(|e| refuse("syntax", format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(refuse(
+            "scheme",
+            format!("scheme \"{}\" is not allowed; use http or https", parsed.scheme()),
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(refuse("userinfo", "credentials in the URL are not allowed".to_string()));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(d)) => HostKind::Name(d.trim_end_matches('.').to_ascii_lowercase()),
+        Some(url::Host::Ipv4(ip)) => HostKind::Ip(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => HostKind::Ip(IpAddr::V6(ip)),
+        None => return Err(refuse("syntax", "the URL has no host".to_string())),
+    };
+    if let HostKind::Ip(ip) = &host {
+        if is_link_local(ip) {
+            return Err(refuse(
+                "link-local",
+                format!("{ip} is a link-local address (169.254.0.0/16, fe80::/10), where cloud metadata services live; always refused"),
+            ));
+        }
+        if is_metadata_ip(ip) {
+            return Err(refuse("metadata", format!("{ip} is a cloud metadata address; always refused")));
+        }
+    }
+    if let HostKind::Name(name) = &host {
+        if METADATA_HOSTS.contains(&name.as_str()) {
+            return Err(refuse("metadata", format!("{name} is a cloud metadata host; always refused")));
+        }
+    }
+    if policy.allow_hosts.iter().any(|p| matches(p, &host)) {
+        Ok(parsed)
+    } else {
+        Err(refuse(
+            "allowlist",
+            format!(
+                "host {} is not allowed by urlPolicy.allowHosts [{}]",
+                host,
+                policy.allow_hosts.join(", ")
+            ),
+        ))
+    }
+}
+
+enum HostKind {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for HostKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostKind::Name(n) => f.write_str(n),
+            HostKind::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+fn matches(pattern: &str, host: &HostKind) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    match (pattern.as_str(), host) {
+        ("loopback", HostKind::Ip(ip)) => ip.is_loopback(),
+        ("loopback", HostKind::Name(n)) => n == "localhost",
+        (p, HostKind::Name(n)) if p.starts_with("*.") => n.ends_with(&p[1..]) && n.len() > p.len() - 1,
+        (p, HostKind::Name(n)) => p == n,
+        (p, HostKind::Ip(ip)) => p.parse::<IpAddr>().is_ok_and(|q| q == *ip),
+    }
+}
+
+/// Whether an address is link-local (checked again on every connection the prober makes, so a
+/// name that resolves there is refused too).
+pub fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()),
+    }
+}
+
+fn is_metadata_ip(ip: &IpAddr) -> bool {
+    match ip {
+        // Alibaba Cloud's metadata service lives outside link-local space.
+        IpAddr::V4(v4) => v4.octets() == [100, 100, 100, 200],
+        // AWS's IPv6 metadata endpoint.
+        IpAddr::V6(v6) => v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> UrlPolicyConfig {
+        UrlPolicyConfig::default()
+    }
+
+    fn rule(url: &str, p: &UrlPolicyConfig) -> &'static str {
+        check(url, p).map(|_| "ok").unwrap_or_else(|r| r.rule)
+    }
+
+    #[test]
+    fn local_mode_admits_loopback_only() {
+        for ok in ["http://127.0.0.1:7001", "http://localhost:7001/mf/remoteEntry.js", "https://[::1]:8443/x", "http://127.9.9.9/"] {
+            assert_eq!(rule(ok, &local()), "ok", "{ok}");
+        }
+        assert_eq!(rule("http://10.0.0.5/", &local()), "allowlist");
+        assert_eq!(rule("http://example.com/", &local()), "allowlist");
+    }
+
+    #[test]
+    fn dangerous_urls_are_refused_whatever_the_allowlist() {
+        let open = UrlPolicyConfig { allow_hosts: vec!["*.internal".into(), "169.254.169.254".into(), "loopback".into(), "metadata.google.internal".into()] };
+        assert_eq!(rule("http://169.254.169.254/latest/meta-data/", &open), "link-local");
+        assert_eq!(rule("http://[fe80::1]/", &open), "link-local");
+        assert_eq!(rule("http://[::ffff:169.254.1.1]/", &open), "link-local");
+        assert_eq!(rule("http://metadata.google.internal/", &open), "metadata");
+        assert_eq!(rule("http://100.100.100.200/", &open), "metadata");
+        assert_eq!(rule("file:///etc/passwd", &open), "scheme");
+        assert_eq!(rule("gopher://127.0.0.1/", &open), "scheme");
+        assert_eq!(rule("http://user:pw@127.0.0.1/", &open), "userinfo");
+        assert_eq!(rule("not a url", &open), "syntax");
+    }
+
+    #[test]
+    fn cluster_patterns() {
+        let p = UrlPolicyConfig { allow_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()] };
+        assert_eq!(rule("http://analytics.plugins.svc:80", &p), "ok");
+        assert_eq!(rule("http://analytics.plugins.svc.cluster.local/mf/remoteEntry.js", &p), "ok");
+        assert_eq!(rule("http://svc/", &p), "allowlist");
+        assert_eq!(rule("http://evil.com/.svc", &p), "allowlist");
+        assert_eq!(rule("http://127.0.0.1/", &p), "allowlist");
+    }
+}
