@@ -17,3 +17,4 @@ pub mod model;
 pub mod store;
 pub mod config;
 pub mod policy;
+pub mod registry;

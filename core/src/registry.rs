@@ -1,0 +1,666 @@
+//! The registry: the in-memory index of plugins that every request reads, and the only place
+//! plugin state changes.
+//!
+//! ```text
+//!   api (register, disable, ...) ─┐
+//!                                 ├─▶ Registry ── persist (Store, one transaction) ──▶ index ──▶ shell snapshot
+//!   probe (outcomes) ─────────────┘     (writes serialized)                                     (watch channel)
+//! ```
+//!
+//! A write builds the new record, persists it with its audit events, and only then swaps it into
+//! the index: a change that is visible was committed. The shell snapshot (the JSON bytes of
+//! `GET /api/shell/remotes` and their ETag) is rebuilt on every change and published through a
+//! `watch` channel, so the shell list and its live stream cost readers nothing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256, Sha384};
+use tokio::sync::{Mutex, watch};
+
+use crate::error::{ApiError, Code};
+use crate::model::{AuditEvent, Deployment, Disabled, PluginRecord, Reason, State, now_rfc3339};
+use crate::store::{AuditQuery, Store};
+
+/// Condition types.
+pub mod condition {
+    /// The core accepted the registration.
+    pub const REGISTERED: &str = "Registered";
+    /// Both probes pass.
+    pub const READY: &str = "Ready";
+    /// Not disabled by an admin.
+    pub const ENABLED: &str = "Enabled";
+    /// The shell loaded the UI.
+    pub const UI_LOADED: &str = "UiLoaded";
+}
+
+/// What changes hands when a plugin registers (already validated by the API).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    /// Plugin name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Normalized manifest.
+    pub manifest: Value,
+    /// Service URL.
+    pub backend_url: String,
+    /// Remote entry URL.
+    pub remote_url: String,
+    /// Token id.
+    pub token_id: String,
+}
+
+/// Who asked, for the audit log.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// `admin:<jti>`, `plugin:<name>`, `prober`, `shell`.
+    pub who: String,
+    /// The request id, when a request caused it.
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The prober.
+    pub fn prober() -> Actor {
+        Actor {
+            who: "prober".into(),
+            request_id: None,
+        }
+    }
+}
+
+/// Result of one probe round of one plugin.
+#[derive(Clone, Debug)]
+pub struct ProbeOutcome {
+    /// The version probed.
+    pub version: String,
+    /// `Ok` when the readiness endpoint answered 2xx; else why not.
+    pub ready: Result<(), String>,
+    /// The remote entry's bytes, or why they could not be fetched.
+    pub remote: Result<bytes::Bytes, String>,
+    /// How long the round took, in milliseconds.
+    pub latency_ms: u64,
+}
+
+/// Probe figures kept in memory for the admin API.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStats {
+    /// Consecutive passing rounds.
+    pub consecutive_successes: u32,
+    /// Consecutive failing rounds.
+    pub consecutive_failures: u32,
+    /// Last passing round (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// Last failing round (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+    /// Why the last failing round failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+    /// Latency of the last round, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_latency_ms: Option<u64>,
+}
+
+/// The shell list, serialized once per change.
+#[derive(Clone, Debug)]
+pub struct ShellSnapshot {
+    /// Bumps on every change of the list.
+    pub generation: u64,
+    /// The JSON body of `GET /api/shell/remotes`.
+    pub body: bytes::Bytes,
+    /// Its strong ETag.
+    pub etag: String,
+}
+
+/// Thresholds the registry applies to probe outcomes.
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    /// Consecutive successes to become Ready.
+    pub success: u32,
+    /// Consecutive failures to become Degraded.
+    pub failure: u32,
+}
+
+/// The registry.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    thresholds: Thresholds,
+    /// The index; std lock, held only to read or swap.
+    index: RwLock<BTreeMap<String, PluginRecord>>,
+    /// Revoked token ids.
+    revoked: RwLock<HashSet<String>>,
+    /// Probe figures, by plugin.
+    stats: RwLock<HashMap<String, ProbeStats>>,
+    /// Remote entry bytes by (name, version), as last fetched by the prober.
+    remote_bytes: RwLock<HashMap<(String, String), bytes::Bytes>>,
+    /// Serializes writes so persist order equals index order.
+    write: Mutex<()>,
+    shell: watch::Sender<Arc<ShellSnapshot>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+/// What `register` did.
+#[derive(Debug)]
+pub struct Registered {
+    /// The record after the call.
+    pub record: PluginRecord,
+    /// False when the same name and version were registered already (idempotent repeat).
+    pub changed: bool,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Loads the index from the store.
+    pub fn load(store: Arc<dyn Store>, thresholds: Thresholds) -> Result<Registry, String> {
+        let loaded = store.load().map_err(|e| e.to_string())?;
+        let index: BTreeMap<String, PluginRecord> = loaded
+            .plugins
+            .into_iter()
+            .map(|p| (p.name.clone(), p))
+            .collect();
+        let snapshot = build_snapshot(&index, 0);
+        let (shell, _) = watch::channel(Arc::new(snapshot));
+        Ok(Registry {
+            store,
+            thresholds,
+            index: RwLock::new(index),
+            revoked: RwLock::new(loaded.revoked.into_iter().collect()),
+            stats: RwLock::new(HashMap::new()),
+            remote_bytes: RwLock::new(HashMap::new()),
+            write: Mutex::new(()),
+            shell,
+        })
+    }
+
+    // --- reads ---
+
+    /// Every record.
+    pub fn list(&self) -> Vec<PluginRecord> {
+        read(&self.index).values().cloned().collect()
+    }
+
+    /// One record.
+    pub fn get(&self, name: &str) -> Option<PluginRecord> {
+        read(&self.index).get(name).cloned()
+    }
+
+    /// Probe figures of a plugin.
+    pub fn stats(&self, name: &str) -> ProbeStats {
+        read(&self.stats).get(name).cloned().unwrap_or_default()
+    }
+
+    /// Revoked token ids.
+    pub fn revoked(&self) -> HashSet<String> {
+        read(&self.revoked).clone()
+    }
+
+    /// Whether a token id is revoked.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        read(&self.revoked).contains(jti)
+    }
+
+    /// The current shell snapshot.
+    pub fn shell(&self) -> Arc<ShellSnapshot> {
+        self.shell.borrow().clone()
+    }
+
+    /// Subscribes to shell snapshots.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ShellSnapshot>> {
+        self.shell.subscribe()
+    }
+
+    /// The remote entry's bytes of an exposed plugin version, as last probed.
+    pub fn remote_entry(&self, name: &str, version: &str) -> Option<bytes::Bytes> {
+        read(&self.remote_bytes)
+            .get(&(name.to_string(), version.to_string()))
+            .cloned()
+    }
+
+    /// The audit log.
+    pub async fn audit(&self, q: AuditQuery) -> Result<Vec<AuditEvent>, ApiError> {
+        let store = self.store.clone();
+        blocking(move || store.audit(&q)).await
+    }
+
+    /// Whether the store answers.
+    pub async fn store_ok(&self) -> bool {
+        let store = self.store.clone();
+        blocking(move || store.ping()).await.is_ok()
+    }
+
+    // --- writes ---
+
+    /// Registers (or re-registers) a plugin version. Conflicts with other plugins' panel ids
+    /// and route paths are refused here, under the write lock, so two racing registrations
+    /// cannot both claim the same id.
+    pub async fn register(&self, reg: Registration, actor: &Actor) -> Result<Registered, ApiError> {
+        let _w = self.write.lock().await;
+        let now = now_rfc3339();
+        let existing = self.get(&reg.name);
+        self.check_conflicts(&reg)?;
+
+        let deployment = Deployment {
+            version: reg.version.clone(),
+            manifest: reg.manifest.clone(),
+            backend_url: reg.backend_url.clone(),
+            remote_url: reg.remote_url.clone(),
+            integrity: None,
+            registered_at: now.clone(),
+            token_id: reg.token_id.clone(),
+        };
+        let (record, action, reason) = match existing {
+            Some(rec)
+                if rec.current.version == reg.version
+                    && rec.current.manifest == reg.manifest
+                    && rec.current.backend_url == reg.backend_url
+                    && rec.current.remote_url == reg.remote_url
+                    && !remote_changed(&rec) =>
+            {
+                return Ok(Registered {
+                    record: rec,
+                    changed: false,
+                });
+            }
+            Some(mut rec) => {
+                let same_version = rec.current.version == reg.version;
+                rec.current = deployment;
+                if rec.state != State::Disabled {
+                    rec.state = State::Registering;
+                }
+                if same_version {
+                    // Re-registering the exposed version (new URLs, or after its remote
+                    // changed): withdraw it until the probes pass again.
+                    rec.serving = None;
+                }
+                rec.set_condition(condition::REGISTERED, true, Reason::RegistrationAccepted, format!("version {} registered", reg.version), &now);
+                rec.set_condition(condition::READY, false, Reason::AwaitingProbe, format!("waiting for the first probes of version {}", reg.version), &now);
+                rec.updated_at = now.clone();
+                let why = if same_version {
+                    format!("re-registered version {}", reg.version)
+                } else {
+                    format!("new version {} (was {})", reg.version, rec.serving.as_ref().map_or("none", |s| s.version.as_str()))
+                };
+                (rec, "register", why)
+            }
+            None => {
+                let mut rec = PluginRecord {
+                    name: reg.name.clone(),
+                    state: State::Registering,
+                    current: deployment,
+                    serving: None,
+                    disabled: None,
+                    conditions: Vec::new(),
+                    updated_at: now.clone(),
+                };
+                rec.set_condition(condition::REGISTERED, true, Reason::RegistrationAccepted, format!("version {} registered", reg.version), &now);
+                rec.set_condition(condition::READY, false, Reason::AwaitingProbe, format!("waiting for the first probes of version {}", reg.version), &now);
+                rec.set_condition(condition::ENABLED, true, Reason::EnabledByAdmin, "enabled", &now);
+                (rec, "register", format!("first registration, version {}", reg.version))
+            }
+        };
+        write(&self.stats).remove(&reg.name);
+        let event = audit(actor, action, Some(&reg.name), reason, &now);
+        self.commit(record.clone(), vec![event]).await?;
+        Ok(Registered {
+            record,
+            changed: true,
+        })
+    }
+
+    fn check_conflicts(&self, reg: &Registration) -> Result<(), ApiError> {
+        let panels = ids(&reg.manifest, "panels", "id");
+        let routes = ids(&reg.manifest, "routes", "path");
+        let index = read(&self.index);
+        for other in index.values() {
+            if other.name == reg.name || other.disabled.is_some() {
+                continue;
+            }
+            for dep in [Some(&other.current), other.serving.as_ref()].into_iter().flatten() {
+                let theirs_p = ids(&dep.manifest, "panels", "id");
+                let theirs_r = ids(&dep.manifest, "routes", "path");
+                let clash = panels
+                    .iter()
+                    .find(|p| theirs_p.contains(p))
+                    .map(|p| ("panel id", p.clone()))
+                    .or_else(|| routes.iter().find(|r| theirs_r.contains(r)).map(|r| ("route path", r.clone())));
+                if let Some((what, id)) = clash {
+                    return Err(ApiError::new(
+                        Code::ContributionConflict,
+                        format!(
+                            "{what} \"{id}\" of plugin \"{}\" is already used by plugin \"{}\" (version {})",
+                            reg.name, other.name, dep.version
+                        ),
+                    )
+                    .with_details(vec![json!({
+                        "kind": what, "value": id,
+                        "plugin": reg.name, "conflictsWith": other.name, "conflictsWithVersion": dep.version,
+                    })]));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The kill switch: hides the plugin at once, stops probing it.
+    pub async fn disable(&self, name: &str, reason: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
+        let _w = self.write.lock().await;
+        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
+        let now = now_rfc3339();
+        rec.state = State::Disabled;
+        rec.disabled = Some(Disabled {
+            reason: reason.to_string(),
+            by: actor.who.clone(),
+            at: now.clone(),
+        });
+        rec.set_condition(condition::ENABLED, false, Reason::DisabledByAdmin, reason, &now);
+        rec.updated_at = now.clone();
+        let event = audit(actor, "disable", Some(name), reason.to_string(), &now);
+        self.commit(rec.clone(), vec![event]).await?;
+        Ok(rec)
+    }
+
+    /// Lifts the kill switch; the plugin is probed again before it is shown.
+    pub async fn enable(&self, name: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
+        let _w = self.write.lock().await;
+        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
+        if rec.disabled.is_none() {
+            return Ok(rec);
+        }
+        let now = now_rfc3339();
+        rec.disabled = None;
+        rec.state = State::Registering;
+        rec.set_condition(condition::ENABLED, true, Reason::EnabledByAdmin, "enabled by an admin", &now);
+        rec.set_condition(condition::READY, false, Reason::AwaitingProbe, "waiting for probes after being enabled", &now);
+        rec.updated_at = now.clone();
+        write(&self.stats).remove(name);
+        let event = audit(actor, "enable", Some(name), "enabled".to_string(), &now);
+        self.commit(rec.clone(), vec![event]).await?;
+        Ok(rec)
+    }
+
+    /// Forgets a plugin.
+    pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), ApiError> {
+        let _w = self.write.lock().await;
+        if self.get(name).is_none() {
+            return Err(not_found(name));
+        }
+        let now = now_rfc3339();
+        let event = audit(actor, "delete", Some(name), "deleted".to_string(), &now);
+        let store = self.store.clone();
+        let n = name.to_string();
+        blocking(move || store.delete(&n, &event)).await?;
+        write(&self.index).remove(name);
+        write(&self.stats).remove(name);
+        write(&self.remote_bytes).retain(|(n, _), _| n != name);
+        self.publish();
+        Ok(())
+    }
+
+    /// Accepts a changed remote entry under the same version (after `RemoteEntryChanged`).
+    pub async fn accept_remote(&self, name: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
+        let _w = self.write.lock().await;
+        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
+        let now = now_rfc3339();
+        rec.current.integrity = None;
+        if rec.state == State::Degraded {
+            rec.state = State::Registering;
+        }
+        rec.set_condition(condition::READY, false, Reason::AwaitingProbe, "remote entry accepted by an admin; waiting for probes", &now);
+        rec.updated_at = now.clone();
+        let event = audit(actor, "accept-remote", Some(name), "changed remote entry accepted".to_string(), &now);
+        self.commit(rec.clone(), vec![event]).await?;
+        Ok(rec)
+    }
+
+    /// Revokes a token id (idempotent).
+    pub async fn revoke(&self, jti: &str, actor: &Actor) -> Result<(), ApiError> {
+        let _w = self.write.lock().await;
+        let now = now_rfc3339();
+        let event = audit(actor, "revoke-token", None, format!("token {jti} revoked"), &now);
+        let store = self.store.clone();
+        let id = jti.to_string();
+        blocking(move || store.revoke(&id, &event)).await?;
+        write(&self.revoked).insert(jti.to_string());
+        Ok(())
+    }
+
+    /// Applies one probe round's outcome and makes the transitions the thresholds call for.
+    pub async fn apply_probe(&self, name: &str, outcome: ProbeOutcome) -> Result<(), ApiError> {
+        let _w = self.write.lock().await;
+        let Some(mut rec) = self.get(name) else { return Ok(()) };
+        if rec.current.version != outcome.version || matches!(rec.state, State::Disabled | State::Installed) {
+            return Ok(()); // a stale round, or a plugin the prober must leave alone
+        }
+        let now = now_rfc3339();
+        let hash = outcome.remote.as_ref().ok().map(|b| integrity(b));
+        let failure = match (&outcome.ready, &outcome.remote) {
+            (Err(e), _) => Some((Reason::ReadinessProbeFailed, format!("readiness probe failed: {e}"))),
+            (_, Err(e)) => Some((Reason::RemoteEntryUnreachable, format!("remote entry unreachable: {e}"))),
+            _ => None,
+        };
+        let stats = {
+            let mut all = write(&self.stats);
+            let s = all.entry(name.to_string()).or_default();
+            s.last_latency_ms = Some(outcome.latency_ms);
+            match &failure {
+                None => {
+                    s.consecutive_successes = s.consecutive_successes.saturating_add(1);
+                    s.consecutive_failures = 0;
+                    s.last_success = Some(now.clone());
+                }
+                Some((_, why)) => {
+                    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                    s.consecutive_successes = 0;
+                    s.last_failure = Some(now.clone());
+                    s.last_failure_reason = Some(why.clone());
+                }
+            }
+            s.clone()
+        };
+        if let Ok(bytes) = &outcome.remote {
+            write(&self.remote_bytes).insert((name.to_string(), outcome.version.clone()), bytes.clone());
+        }
+
+        let before = (rec.state, rec.conditions.clone());
+        let mut events = Vec::new();
+        let changed_bytes = matches!((&rec.current.integrity, &hash), (Some(a), Some(b)) if a != b);
+        if remote_changed(&rec) {
+            // Withdrawn until re-registered or accepted; probes do not lift it.
+        } else if changed_bytes {
+            rec.state = State::Degraded;
+            if rec.serving.as_ref().is_some_and(|s| s.version == rec.current.version) {
+                rec.serving = None;
+            }
+            let msg = format!(
+                "remote entry bytes changed under version {} (was {}, now {}); withdrawn until the plugin re-registers or an admin accepts the new bytes",
+                rec.current.version,
+                rec.current.integrity.clone().unwrap_or_default(),
+                hash.clone().unwrap_or_default()
+            );
+            rec.set_condition(condition::READY, false, Reason::RemoteEntryChanged, msg.clone(), &now);
+            events.push(audit(&Actor::prober(), "transition", Some(name), format!("Degraded: {msg}"), &now));
+        } else {
+            match (&failure, rec.state) {
+                (None, State::Registering | State::Degraded) if stats.consecutive_successes >= self.thresholds.success => {
+                    let from = rec.state;
+                    rec.state = State::Ready;
+                    if rec.current.integrity.is_none() {
+                        rec.current.integrity = hash.clone();
+                    }
+                    rec.serving = Some(rec.current.clone());
+                    rec.set_condition(condition::READY, true, Reason::Passed, format!("readiness and remote entry probes pass for version {}", rec.current.version), &now);
+                    events.push(audit(&Actor::prober(), "transition", Some(name), format!("{} -> Ready: probes pass", from.as_str()), &now));
+                }
+                (Some((reason, msg)), State::Ready) if stats.consecutive_failures >= self.thresholds.failure => {
+                    rec.state = State::Degraded;
+                    rec.set_condition(condition::READY, false, *reason, format!("{msg} ({} consecutive failures)", stats.consecutive_failures), &now);
+                    events.push(audit(&Actor::prober(), "transition", Some(name), format!("Ready -> Degraded: {msg}"), &now));
+                }
+                (Some((reason, msg)), State::Registering | State::Degraded) => {
+                    rec.set_condition(condition::READY, false, *reason, msg.clone(), &now);
+                }
+                _ => {}
+            }
+        }
+        // Persist only what changed the record's meaning (not every probe's message text).
+        let reasons = |c: &[crate::model::Condition]| c.iter().map(|c| (c.kind.clone(), c.status.clone(), c.reason)).collect::<Vec<_>>();
+        if before.0 == rec.state && reasons(&before.1) == reasons(&rec.conditions) {
+            return Ok(());
+        }
+        rec.updated_at = now;
+        self.commit(rec, events).await
+    }
+
+    /// Records what the shell saw when it loaded a remote.
+    pub async fn report_ui(&self, name: &str, version: &str, ok: bool, message: &str, actor: &Actor) -> Result<(), ApiError> {
+        let _w = self.write.lock().await;
+        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
+        let now = now_rfc3339();
+        let reason = if ok { Reason::Passed } else { Reason::UiLoadFailed };
+        let was = rec.conditions.iter().find(|c| c.kind == condition::UI_LOADED).map(|c| (c.status.clone(), c.reason));
+        rec.set_condition(condition::UI_LOADED, ok, reason, format!("version {version}: {message}"), &now);
+        let is = rec.conditions.iter().find(|c| c.kind == condition::UI_LOADED).map(|c| (c.status.clone(), c.reason));
+        if was == is {
+            return Ok(());
+        }
+        rec.updated_at = now.clone();
+        let event = audit(actor, "ui-report", Some(name), format!("version {version}: {message}"), &now);
+        self.commit(rec, vec![event]).await
+    }
+
+    /// Persists then indexes a record, then republishes the shell list.
+    async fn commit(&self, record: PluginRecord, events: Vec<AuditEvent>) -> Result<(), ApiError> {
+        let store = self.store.clone();
+        let r = record.clone();
+        blocking(move || store.put(&r, &events)).await?;
+        write(&self.index).insert(record.name.clone(), record);
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let index = read(&self.index);
+        let current = self.shell.borrow().clone();
+        let next = build_snapshot(&index, current.generation + 1);
+        if next.body != current.body {
+            self.shell.send_replace(Arc::new(next));
+        }
+    }
+}
+
+/// Whether the record is withdrawn for a changed remote entry.
+fn remote_changed(rec: &PluginRecord) -> bool {
+    rec.conditions
+        .iter()
+        .any(|c| c.kind == condition::READY && c.reason == Reason::RemoteEntryChanged)
+}
+
+/// `sha384-<base64>` of bytes, as Subresource Integrity has it.
+pub fn integrity(bytes: &[u8]) -> String {
+    format!("sha384-{}", STANDARD.encode(Sha384::digest(bytes)))
+}
+
+fn ids(manifest: &Value, list: &str, field: &str) -> Vec<String> {
+    manifest
+        .pointer(&format!("/ui/contributions/{list}"))
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get(field).and_then(Value::as_str))
+                .map(|s| if field == "path" && s.len() > 1 { s.trim_end_matches('/') } else { s }.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One entry of the shell list.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ShellRemote<'a> {
+    name: &'a str,
+    version: &'a str,
+    scope: String,
+    remote_entry: String,
+    integrity: &'a str,
+    contributions: Value,
+}
+
+fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> ShellSnapshot {
+    let remotes: Vec<ShellRemote<'_>> = index
+        .values()
+        .filter_map(|rec| {
+            let dep = rec.exposed()?;
+            let integrity = dep.integrity.as_deref()?;
+            let file = dep.remote_url.rsplit('/').next().filter(|f| !f.is_empty()).unwrap_or("remoteEntry.js");
+            Some(ShellRemote {
+                name: &rec.name,
+                version: &dep.version,
+                scope: format!("plugin_{}", rec.name.replace('-', "_")),
+                remote_entry: format!("/plugins/{}/{}/{}", rec.name, dep.version, file),
+                integrity,
+                contributions: dep
+                    .manifest
+                    .pointer("/ui/contributions")
+                    .cloned()
+                    .unwrap_or_else(|| json!({"panels": [], "routes": []})),
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&remotes).unwrap_or_else(|_| b"[]".to_vec());
+    let digest = Sha256::digest(&body);
+    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    ShellSnapshot {
+        generation,
+        body: body.into(),
+        etag,
+    }
+}
+
+fn audit(actor: &Actor, action: &str, plugin: Option<&str>, reason: String, now: &str) -> AuditEvent {
+    AuditEvent {
+        id: 0,
+        time: now.to_string(),
+        actor: actor.who.clone(),
+        action: action.to_string(),
+        plugin: plugin.map(String::from),
+        reason,
+        request_id: actor.request_id.clone(),
+    }
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::new(Code::PluginNotFound, format!("no plugin named \"{name}\""))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ApiError::store(e)),
+        Err(e) => Err(ApiError::store(e)),
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
+}
