@@ -5,7 +5,6 @@
 //! start. Validation order: header (algorithm EdDSA only, our `kid`) -> signature -> `iss`,
 //! `aud`, `exp`, `nbf` (leeway 60 s) -> revoked `jti`. Each failure has its own error code.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,7 +84,9 @@ pub struct Keys {
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keys").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("Keys")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,7 +114,10 @@ impl Keys {
             Err(e) => return Err(e),
         };
         Keys::from_pem(&pem).map_err(|e| {
-            std::io::Error::other(format!("{}: not an Ed25519 private key: {e}", path.display()))
+            std::io::Error::other(format!(
+                "{}: not an Ed25519 private key: {e}",
+                path.display()
+            ))
         })
     }
 
@@ -178,7 +182,10 @@ impl Keys {
     }
 
     /// Mints an admin token.
-    pub fn issue_admin(&self, ttl_secs: u64) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+    pub fn issue_admin(
+        &self,
+        ttl_secs: u64,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
         let now = now();
         let claims = Claims {
             iss: ISSUER.to_string(),
@@ -194,12 +201,12 @@ impl Keys {
         Ok((self.sign(&claims)?, claims))
     }
 
-    /// Validates a bearer token for `audience`; `revoked` holds revoked token ids.
+    /// Validates a bearer token for `audience`; `revoked` tells whether a token id is revoked.
     pub fn validate(
         &self,
         token: &str,
         audience: &str,
-        revoked: &HashSet<String>,
+        revoked: impl Fn(&str) -> bool,
     ) -> Result<Claims, ApiError> {
         let header = token.split('.').next().unwrap_or_default();
         let header: serde_json::Value = URL_SAFE_NO_PAD
@@ -235,20 +242,37 @@ impl Keys {
         v.set_audience(&[audience]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
             let (code, msg) = match e.kind() {
-                ErrorKind::InvalidSignature => (Code::TokenSignatureInvalid, "the token's signature does not verify".to_string()),
-                ErrorKind::ExpiredSignature => (Code::TokenExpired, "the token has expired".to_string()),
-                ErrorKind::ImmatureSignature => (Code::TokenNotYetValid, "the token is not valid yet (nbf)".to_string()),
+                ErrorKind::InvalidSignature => (
+                    Code::TokenSignatureInvalid,
+                    "the token's signature does not verify".to_string(),
+                ),
+                ErrorKind::ExpiredSignature => {
+                    (Code::TokenExpired, "the token has expired".to_string())
+                }
+                ErrorKind::ImmatureSignature => (
+                    Code::TokenNotYetValid,
+                    "the token is not valid yet (nbf)".to_string(),
+                ),
                 ErrorKind::InvalidAudience => (
                     Code::TokenWrongAudience,
                     format!("the token is not for this endpoint: audience must be \"{audience}\""),
                 ),
-                ErrorKind::InvalidIssuer => (Code::TokenWrongIssuer, format!("the token was not issued by \"{ISSUER}\"")),
-                ErrorKind::InvalidAlgorithm => (Code::TokenAlgorithmNotAllowed, "token algorithm is not allowed".to_string()),
-                other => (Code::TokenMalformed, format!("the token cannot be read: {other:?}")),
+                ErrorKind::InvalidIssuer => (
+                    Code::TokenWrongIssuer,
+                    format!("the token was not issued by \"{ISSUER}\""),
+                ),
+                ErrorKind::InvalidAlgorithm => (
+                    Code::TokenAlgorithmNotAllowed,
+                    "token algorithm is not allowed".to_string(),
+                ),
+                other => (
+                    Code::TokenMalformed,
+                    format!("the token cannot be read: {other:?}"),
+                ),
             };
             ApiError::new(code, msg)
         })?;
-        if revoked.contains(&data.claims.jti) {
+        if revoked(&data.claims.jti) {
             return Err(ApiError::new(
                 Code::TokenRevoked,
                 format!("token {} has been revoked", data.claims.jti),
@@ -309,6 +333,7 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn keys() -> (tempdir::Dir, Keys) {
         let dir = tempdir::Dir::new();
@@ -343,7 +368,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }
@@ -351,24 +379,38 @@ mod tests {
     #[test]
     fn issued_tokens_validate_for_their_audience_only() {
         let (_d, k) = keys();
-        let (t, c) = k.issue_registration("hello", &[Capability::UiPanel], None, None).unwrap();
-        let got = k.validate(&t, AUD_REGISTER, &HashSet::new()).unwrap();
+        let (t, c) = k
+            .issue_registration("hello", &[Capability::UiPanel], None, None)
+            .unwrap();
+        let got = k.validate(&t, AUD_REGISTER, |_: &str| false).unwrap();
         assert_eq!(got, c);
-        assert_eq!(k.validate(&t, AUD_ADMIN, &HashSet::new()).unwrap_err().code, Code::TokenWrongAudience);
+        assert_eq!(
+            k.validate(&t, AUD_ADMIN, |_: &str| false).unwrap_err().code,
+            Code::TokenWrongAudience
+        );
         let revoked: HashSet<String> = [c.jti.clone()].into();
-        assert_eq!(k.validate(&t, AUD_REGISTER, &revoked).unwrap_err().code, Code::TokenRevoked);
+        assert_eq!(
+            k.validate(&t, AUD_REGISTER, |j: &str| revoked.contains(j))
+                .unwrap_err()
+                .code,
+            Code::TokenRevoked
+        );
     }
 
     #[test]
     fn attacks_get_their_own_codes() {
         let (_d, k) = keys();
-        let none = HashSet::new();
         let (t, mut c) = k.issue_registration("hello", &[], None, None).unwrap();
         let parts: Vec<&str> = t.split('.').collect();
         // alg none
         let h = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
         let forged = format!("{h}.{}.", parts[1]);
-        assert_eq!(k.validate(&forged, AUD_REGISTER, &none).unwrap_err().code, Code::TokenAlgorithmNotAllowed);
+        assert_eq!(
+            k.validate(&forged, AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenAlgorithmNotAllowed
+        );
         // HS256 signed with the public key
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -376,33 +418,71 @@ mod tests {
             &EncodingKey::from_secret(k.kid.as_bytes()),
         )
         .unwrap();
-        assert_eq!(k.validate(&hs, AUD_REGISTER, &none).unwrap_err().code, Code::TokenAlgorithmNotAllowed);
+        assert_eq!(
+            k.validate(&hs, AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenAlgorithmNotAllowed
+        );
         // tampered payload
         c.sub = "other".into();
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
         let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
-        assert_eq!(k.validate(&tampered, AUD_REGISTER, &none).unwrap_err().code, Code::TokenSignatureInvalid);
+        assert_eq!(
+            k.validate(&tampered, AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenSignatureInvalid
+        );
         // expired / not yet valid / wrong issuer
         let mut e = c.clone();
         e.exp = Some(now() - 3600);
-        assert_eq!(k.validate(&k.sign(&e).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenExpired);
+        assert_eq!(
+            k.validate(&k.sign(&e).unwrap(), AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenExpired
+        );
         let mut f = c.clone();
         f.nbf = Some(now() + 3600);
-        assert_eq!(k.validate(&k.sign(&f).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenNotYetValid);
+        assert_eq!(
+            k.validate(&k.sign(&f).unwrap(), AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenNotYetValid
+        );
         let mut i = c.clone();
         i.iss = "someone-else".into();
-        assert_eq!(k.validate(&k.sign(&i).unwrap(), AUD_REGISTER, &none).unwrap_err().code, Code::TokenWrongIssuer);
+        assert_eq!(
+            k.validate(&k.sign(&i).unwrap(), AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenWrongIssuer
+        );
         // another core's key
         let (_d2, other) = keys();
         let (t2, _) = other.issue_registration("hello", &[], None, None).unwrap();
-        assert_eq!(k.validate(&t2, AUD_REGISTER, &none).unwrap_err().code, Code::TokenUnknownKey);
+        assert_eq!(
+            k.validate(&t2, AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenUnknownKey
+        );
         // garbage
-        assert_eq!(k.validate("garbage", AUD_REGISTER, &none).unwrap_err().code, Code::TokenMalformed);
+        assert_eq!(
+            k.validate("garbage", AUD_REGISTER, |_: &str| false)
+                .unwrap_err()
+                .code,
+            Code::TokenMalformed
+        );
         // leeway: expired 30 s ago still passes
         let mut l = c.clone();
         l.sub = "hello".into();
         l.exp = Some(now() - 30);
-        assert!(k.validate(&k.sign(&l).unwrap(), AUD_REGISTER, &none).is_ok());
+        assert!(
+            k.validate(&k.sign(&l).unwrap(), AUD_REGISTER, |_: &str| false)
+                .is_ok()
+        );
     }
 
     #[test]

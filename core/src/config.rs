@@ -135,7 +135,9 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: Config =
             serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
@@ -151,7 +153,8 @@ impl Config {
         if p.failure_threshold == 0 || p.success_threshold == 0 || p.concurrency == 0 {
             return Err("probe thresholds and concurrency must be at least 1".into());
         }
-        if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0 {
+        if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0
+        {
             return Err("rate limits must be at least 1 per minute".into());
         }
         Ok(())

@@ -54,6 +54,10 @@ codes! {
     PluginNotFound = "plugin_not_found", NOT_FOUND;
     NotFound = "not_found", NOT_FOUND;
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    PathNotAllowed = "path_not_allowed", BAD_REQUEST;
+    PluginNotReady = "plugin_not_ready", SERVICE_UNAVAILABLE;
+    UpstreamFailed = "upstream_failed", BAD_GATEWAY;
+    NotReady = "not_ready", SERVICE_UNAVAILABLE;
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;
     Internal = "internal", INTERNAL_SERVER_ERROR;
 }
@@ -121,16 +125,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The request id is filled in by the middleware that set it (`api::envelope_request_id`).
         let mut res = (self.code.status(), axum::Json(self.body(None))).into_response();
-        if let Some(secs) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                res.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        res.extensions_mut().insert(ErrorCode(self.code));
+        res.extensions_mut()
+            .insert(ErrorBody(self.code, self.body(None)));
         res
     }
 }
 
-/// Marks a response as an error envelope with this code (for logs and metrics).
-#[derive(Clone, Copy, Debug)]
-pub struct ErrorCode(pub Code);
+/// Marks a response as an error envelope (its code and body), so the request-id middleware can
+/// add `requestId` and logs and metrics can name the code.
+#[derive(Clone, Debug)]
+pub struct ErrorBody(pub Code, pub Value);

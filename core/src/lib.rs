@@ -10,11 +10,16 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
-pub mod cli;
+pub mod api;
+pub mod assets;
 pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod error;
 pub mod model;
-pub mod store;
-pub mod config;
 pub mod policy;
+pub mod probe;
+pub mod ratelimit;
 pub mod registry;
+pub mod serve;
+pub mod store;

@@ -142,7 +142,14 @@ pub struct PluginRecord {
 
 impl PluginRecord {
     /// Sets the condition of `kind`, keeping `lastTransitionTime` when the status is unchanged.
-    pub fn set_condition(&mut self, kind: &str, status: bool, reason: Reason, message: impl Into<String>, now: &str) {
+    pub fn set_condition(
+        &mut self,
+        kind: &str,
+        status: bool,
+        reason: Reason,
+        message: impl Into<String>,
+        now: &str,
+    ) {
         let status = if status { "True" } else { "False" }.to_string();
         let message = message.into();
         match self.conditions.iter_mut().find(|c| c.kind == kind) {

@@ -41,11 +41,17 @@ pub fn check(url: &str, policy: &UrlPolicyConfig) -> Result<Url, Refusal> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(refuse(
             "scheme",
-            format!("scheme \"{}\" is not allowed; use http or https", parsed.scheme()),
+            format!(
+                "scheme \"{}\" is not allowed; use http or https",
+                parsed.scheme()
+            ),
         ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(refuse("userinfo", "credentials in the URL are not allowed".to_string()));
+        return Err(refuse(
+            "userinfo",
+            "credentials in the URL are not allowed".to_string(),
+        ));
     }
     let host = match parsed.host() {
         Some(url::Host::Domain(d)) => HostKind::Name(d.trim_end_matches('.').to_ascii_lowercase()),
@@ -57,17 +63,25 @@ pub fn check(url: &str, policy: &UrlPolicyConfig) -> Result<Url, Refusal> {
         if is_link_local(ip) {
             return Err(refuse(
                 "link-local",
-                format!("{ip} is a link-local address (169.254.0.0/16, fe80::/10), where cloud metadata services live; always refused"),
+                format!(
+                    "{ip} is a link-local address (169.254.0.0/16, fe80::/10), where cloud metadata services live; always refused"
+                ),
             ));
         }
         if is_metadata_ip(ip) {
-            return Err(refuse("metadata", format!("{ip} is a cloud metadata address; always refused")));
+            return Err(refuse(
+                "metadata",
+                format!("{ip} is a cloud metadata address; always refused"),
+            ));
         }
     }
-    if let HostKind::Name(name) = &host {
-        if METADATA_HOSTS.contains(&name.as_str()) {
-            return Err(refuse("metadata", format!("{name} is a cloud metadata host; always refused")));
-        }
+    if let HostKind::Name(name) = &host
+        && METADATA_HOSTS.contains(&name.as_str())
+    {
+        return Err(refuse(
+            "metadata",
+            format!("{name} is a cloud metadata host; always refused"),
+        ));
     }
     if policy.allow_hosts.iter().any(|p| matches(p, &host)) {
         Ok(parsed)
@@ -102,7 +116,9 @@ fn matches(pattern: &str, host: &HostKind) -> bool {
     match (pattern.as_str(), host) {
         ("loopback", HostKind::Ip(ip)) => ip.is_loopback(),
         ("loopback", HostKind::Name(n)) => n == "localhost",
-        (p, HostKind::Name(n)) if p.starts_with("*.") => n.ends_with(&p[1..]) && n.len() > p.len() - 1,
+        (p, HostKind::Name(n)) if p.starts_with("*.") => {
+            n.ends_with(&p[1..]) && n.len() > p.len() - 1
+        }
         (p, HostKind::Name(n)) => p == n,
         (p, HostKind::Ip(ip)) => p.parse::<IpAddr>().is_ok_and(|q| q == *ip),
     }
@@ -113,7 +129,10 @@ fn matches(pattern: &str, host: &HostKind) -> bool {
 pub fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80 || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local()),
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+        }
     }
 }
 
@@ -140,7 +159,12 @@ mod tests {
 
     #[test]
     fn local_mode_admits_loopback_only() {
-        for ok in ["http://127.0.0.1:7001", "http://localhost:7001/mf/remoteEntry.js", "https://[::1]:8443/x", "http://127.9.9.9/"] {
+        for ok in [
+            "http://127.0.0.1:7001",
+            "http://localhost:7001/mf/remoteEntry.js",
+            "https://[::1]:8443/x",
+            "http://127.9.9.9/",
+        ] {
             assert_eq!(rule(ok, &local()), "ok", "{ok}");
         }
         assert_eq!(rule("http://10.0.0.5/", &local()), "allowlist");
@@ -149,8 +173,18 @@ mod tests {
 
     #[test]
     fn dangerous_urls_are_refused_whatever_the_allowlist() {
-        let open = UrlPolicyConfig { allow_hosts: vec!["*.internal".into(), "169.254.169.254".into(), "loopback".into(), "metadata.google.internal".into()] };
-        assert_eq!(rule("http://169.254.169.254/latest/meta-data/", &open), "link-local");
+        let open = UrlPolicyConfig {
+            allow_hosts: vec![
+                "*.internal".into(),
+                "169.254.169.254".into(),
+                "loopback".into(),
+                "metadata.google.internal".into(),
+            ],
+        };
+        assert_eq!(
+            rule("http://169.254.169.254/latest/meta-data/", &open),
+            "link-local"
+        );
         assert_eq!(rule("http://[fe80::1]/", &open), "link-local");
         assert_eq!(rule("http://[::ffff:169.254.1.1]/", &open), "link-local");
         assert_eq!(rule("http://metadata.google.internal/", &open), "metadata");
@@ -163,9 +197,17 @@ mod tests {
 
     #[test]
     fn cluster_patterns() {
-        let p = UrlPolicyConfig { allow_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()] };
+        let p = UrlPolicyConfig {
+            allow_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()],
+        };
         assert_eq!(rule("http://analytics.plugins.svc:80", &p), "ok");
-        assert_eq!(rule("http://analytics.plugins.svc.cluster.local/mf/remoteEntry.js", &p), "ok");
+        assert_eq!(
+            rule(
+                "http://analytics.plugins.svc.cluster.local/mf/remoteEntry.js",
+                &p
+            ),
+            "ok"
+        );
         assert_eq!(rule("http://svc/", &p), "allowlist");
         assert_eq!(rule("http://evil.com/.svc", &p), "allowlist");
         assert_eq!(rule("http://127.0.0.1/", &p), "allowlist");

@@ -286,13 +286,29 @@ impl Registry {
                     // changed): withdraw it until the probes pass again.
                     rec.serving = None;
                 }
-                rec.set_condition(condition::REGISTERED, true, Reason::RegistrationAccepted, format!("version {} registered", reg.version), &now);
-                rec.set_condition(condition::READY, false, Reason::AwaitingProbe, format!("waiting for the first probes of version {}", reg.version), &now);
+                rec.set_condition(
+                    condition::REGISTERED,
+                    true,
+                    Reason::RegistrationAccepted,
+                    format!("version {} registered", reg.version),
+                    &now,
+                );
+                rec.set_condition(
+                    condition::READY,
+                    false,
+                    Reason::AwaitingProbe,
+                    format!("waiting for the first probes of version {}", reg.version),
+                    &now,
+                );
                 rec.updated_at = now.clone();
                 let why = if same_version {
                     format!("re-registered version {}", reg.version)
                 } else {
-                    format!("new version {} (was {})", reg.version, rec.serving.as_ref().map_or("none", |s| s.version.as_str()))
+                    format!(
+                        "new version {} (was {})",
+                        reg.version,
+                        rec.serving.as_ref().map_or("none", |s| s.version.as_str())
+                    )
                 };
                 (rec, "register", why)
             }
@@ -306,10 +322,32 @@ impl Registry {
                     conditions: Vec::new(),
                     updated_at: now.clone(),
                 };
-                rec.set_condition(condition::REGISTERED, true, Reason::RegistrationAccepted, format!("version {} registered", reg.version), &now);
-                rec.set_condition(condition::READY, false, Reason::AwaitingProbe, format!("waiting for the first probes of version {}", reg.version), &now);
-                rec.set_condition(condition::ENABLED, true, Reason::EnabledByAdmin, "enabled", &now);
-                (rec, "register", format!("first registration, version {}", reg.version))
+                rec.set_condition(
+                    condition::REGISTERED,
+                    true,
+                    Reason::RegistrationAccepted,
+                    format!("version {} registered", reg.version),
+                    &now,
+                );
+                rec.set_condition(
+                    condition::READY,
+                    false,
+                    Reason::AwaitingProbe,
+                    format!("waiting for the first probes of version {}", reg.version),
+                    &now,
+                );
+                rec.set_condition(
+                    condition::ENABLED,
+                    true,
+                    Reason::EnabledByAdmin,
+                    "enabled",
+                    &now,
+                );
+                (
+                    rec,
+                    "register",
+                    format!("first registration, version {}", reg.version),
+                )
             }
         };
         write(&self.stats).remove(&reg.name);
@@ -329,14 +367,22 @@ impl Registry {
             if other.name == reg.name || other.disabled.is_some() {
                 continue;
             }
-            for dep in [Some(&other.current), other.serving.as_ref()].into_iter().flatten() {
+            for dep in [Some(&other.current), other.serving.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 let theirs_p = ids(&dep.manifest, "panels", "id");
                 let theirs_r = ids(&dep.manifest, "routes", "path");
                 let clash = panels
                     .iter()
                     .find(|p| theirs_p.contains(p))
                     .map(|p| ("panel id", p.clone()))
-                    .or_else(|| routes.iter().find(|r| theirs_r.contains(r)).map(|r| ("route path", r.clone())));
+                    .or_else(|| {
+                        routes
+                            .iter()
+                            .find(|r| theirs_r.contains(r))
+                            .map(|r| ("route path", r.clone()))
+                    });
                 if let Some((what, id)) = clash {
                     return Err(ApiError::new(
                         Code::ContributionConflict,
@@ -356,7 +402,12 @@ impl Registry {
     }
 
     /// The kill switch: hides the plugin at once, stops probing it.
-    pub async fn disable(&self, name: &str, reason: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
+    pub async fn disable(
+        &self,
+        name: &str,
+        reason: &str,
+        actor: &Actor,
+    ) -> Result<PluginRecord, ApiError> {
         let _w = self.write.lock().await;
         let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
         let now = now_rfc3339();
@@ -366,7 +417,13 @@ impl Registry {
             by: actor.who.clone(),
             at: now.clone(),
         });
-        rec.set_condition(condition::ENABLED, false, Reason::DisabledByAdmin, reason, &now);
+        rec.set_condition(
+            condition::ENABLED,
+            false,
+            Reason::DisabledByAdmin,
+            reason,
+            &now,
+        );
         rec.updated_at = now.clone();
         let event = audit(actor, "disable", Some(name), reason.to_string(), &now);
         self.commit(rec.clone(), vec![event]).await?;
@@ -383,8 +440,20 @@ impl Registry {
         let now = now_rfc3339();
         rec.disabled = None;
         rec.state = State::Registering;
-        rec.set_condition(condition::ENABLED, true, Reason::EnabledByAdmin, "enabled by an admin", &now);
-        rec.set_condition(condition::READY, false, Reason::AwaitingProbe, "waiting for probes after being enabled", &now);
+        rec.set_condition(
+            condition::ENABLED,
+            true,
+            Reason::EnabledByAdmin,
+            "enabled by an admin",
+            &now,
+        );
+        rec.set_condition(
+            condition::READY,
+            false,
+            Reason::AwaitingProbe,
+            "waiting for probes after being enabled",
+            &now,
+        );
         rec.updated_at = now.clone();
         write(&self.stats).remove(name);
         let event = audit(actor, "enable", Some(name), "enabled".to_string(), &now);
@@ -419,9 +488,21 @@ impl Registry {
         if rec.state == State::Degraded {
             rec.state = State::Registering;
         }
-        rec.set_condition(condition::READY, false, Reason::AwaitingProbe, "remote entry accepted by an admin; waiting for probes", &now);
+        rec.set_condition(
+            condition::READY,
+            false,
+            Reason::AwaitingProbe,
+            "remote entry accepted by an admin; waiting for probes",
+            &now,
+        );
         rec.updated_at = now.clone();
-        let event = audit(actor, "accept-remote", Some(name), "changed remote entry accepted".to_string(), &now);
+        let event = audit(
+            actor,
+            "accept-remote",
+            Some(name),
+            "changed remote entry accepted".to_string(),
+            &now,
+        );
         self.commit(rec.clone(), vec![event]).await?;
         Ok(rec)
     }
@@ -430,7 +511,13 @@ impl Registry {
     pub async fn revoke(&self, jti: &str, actor: &Actor) -> Result<(), ApiError> {
         let _w = self.write.lock().await;
         let now = now_rfc3339();
-        let event = audit(actor, "revoke-token", None, format!("token {jti} revoked"), &now);
+        let event = audit(
+            actor,
+            "revoke-token",
+            None,
+            format!("token {jti} revoked"),
+            &now,
+        );
         let store = self.store.clone();
         let id = jti.to_string();
         blocking(move || store.revoke(&id, &event)).await?;
@@ -441,15 +528,25 @@ impl Registry {
     /// Applies one probe round's outcome and makes the transitions the thresholds call for.
     pub async fn apply_probe(&self, name: &str, outcome: ProbeOutcome) -> Result<(), ApiError> {
         let _w = self.write.lock().await;
-        let Some(mut rec) = self.get(name) else { return Ok(()) };
-        if rec.current.version != outcome.version || matches!(rec.state, State::Disabled | State::Installed) {
+        let Some(mut rec) = self.get(name) else {
+            return Ok(());
+        };
+        if rec.current.version != outcome.version
+            || matches!(rec.state, State::Disabled | State::Installed)
+        {
             return Ok(()); // a stale round, or a plugin the prober must leave alone
         }
         let now = now_rfc3339();
         let hash = outcome.remote.as_ref().ok().map(|b| integrity(b));
         let failure = match (&outcome.ready, &outcome.remote) {
-            (Err(e), _) => Some((Reason::ReadinessProbeFailed, format!("readiness probe failed: {e}"))),
-            (_, Err(e)) => Some((Reason::RemoteEntryUnreachable, format!("remote entry unreachable: {e}"))),
+            (Err(e), _) => Some((
+                Reason::ReadinessProbeFailed,
+                format!("readiness probe failed: {e}"),
+            )),
+            (_, Err(e)) => Some((
+                Reason::RemoteEntryUnreachable,
+                format!("remote entry unreachable: {e}"),
+            )),
             _ => None,
         };
         let stats = {
@@ -472,7 +569,8 @@ impl Registry {
             s.clone()
         };
         if let Ok(bytes) = &outcome.remote {
-            write(&self.remote_bytes).insert((name.to_string(), outcome.version.clone()), bytes.clone());
+            write(&self.remote_bytes)
+                .insert((name.to_string(), outcome.version.clone()), bytes.clone());
         }
 
         let before = (rec.state, rec.conditions.clone());
@@ -482,7 +580,11 @@ impl Registry {
             // Withdrawn until re-registered or accepted; probes do not lift it.
         } else if changed_bytes {
             rec.state = State::Degraded;
-            if rec.serving.as_ref().is_some_and(|s| s.version == rec.current.version) {
+            if rec
+                .serving
+                .as_ref()
+                .is_some_and(|s| s.version == rec.current.version)
+            {
                 rec.serving = None;
             }
             let msg = format!(
@@ -491,24 +593,70 @@ impl Registry {
                 rec.current.integrity.clone().unwrap_or_default(),
                 hash.clone().unwrap_or_default()
             );
-            rec.set_condition(condition::READY, false, Reason::RemoteEntryChanged, msg.clone(), &now);
-            events.push(audit(&Actor::prober(), "transition", Some(name), format!("Degraded: {msg}"), &now));
+            rec.set_condition(
+                condition::READY,
+                false,
+                Reason::RemoteEntryChanged,
+                msg.clone(),
+                &now,
+            );
+            events.push(audit(
+                &Actor::prober(),
+                "transition",
+                Some(name),
+                format!("Degraded: {msg}"),
+                &now,
+            ));
         } else {
             match (&failure, rec.state) {
-                (None, State::Registering | State::Degraded) if stats.consecutive_successes >= self.thresholds.success => {
+                (None, State::Registering | State::Degraded)
+                    if stats.consecutive_successes >= self.thresholds.success =>
+                {
                     let from = rec.state;
                     rec.state = State::Ready;
                     if rec.current.integrity.is_none() {
                         rec.current.integrity = hash.clone();
                     }
                     rec.serving = Some(rec.current.clone());
-                    rec.set_condition(condition::READY, true, Reason::Passed, format!("readiness and remote entry probes pass for version {}", rec.current.version), &now);
-                    events.push(audit(&Actor::prober(), "transition", Some(name), format!("{} -> Ready: probes pass", from.as_str()), &now));
+                    rec.set_condition(
+                        condition::READY,
+                        true,
+                        Reason::Passed,
+                        format!(
+                            "readiness and remote entry probes pass for version {}",
+                            rec.current.version
+                        ),
+                        &now,
+                    );
+                    events.push(audit(
+                        &Actor::prober(),
+                        "transition",
+                        Some(name),
+                        format!("{} -> Ready: probes pass", from.as_str()),
+                        &now,
+                    ));
                 }
-                (Some((reason, msg)), State::Ready) if stats.consecutive_failures >= self.thresholds.failure => {
+                (Some((reason, msg)), State::Ready)
+                    if stats.consecutive_failures >= self.thresholds.failure =>
+                {
                     rec.state = State::Degraded;
-                    rec.set_condition(condition::READY, false, *reason, format!("{msg} ({} consecutive failures)", stats.consecutive_failures), &now);
-                    events.push(audit(&Actor::prober(), "transition", Some(name), format!("Ready -> Degraded: {msg}"), &now));
+                    rec.set_condition(
+                        condition::READY,
+                        false,
+                        *reason,
+                        format!(
+                            "{msg} ({} consecutive failures)",
+                            stats.consecutive_failures
+                        ),
+                        &now,
+                    );
+                    events.push(audit(
+                        &Actor::prober(),
+                        "transition",
+                        Some(name),
+                        format!("Ready -> Degraded: {msg}"),
+                        &now,
+                    ));
                 }
                 (Some((reason, msg)), State::Registering | State::Degraded) => {
                     rec.set_condition(condition::READY, false, *reason, msg.clone(), &now);
@@ -517,7 +665,11 @@ impl Registry {
             }
         }
         // Persist only what changed the record's meaning (not every probe's message text).
-        let reasons = |c: &[crate::model::Condition]| c.iter().map(|c| (c.kind.clone(), c.status.clone(), c.reason)).collect::<Vec<_>>();
+        let reasons = |c: &[crate::model::Condition]| {
+            c.iter()
+                .map(|c| (c.kind.clone(), c.status.clone(), c.reason))
+                .collect::<Vec<_>>()
+        };
         if before.0 == rec.state && reasons(&before.1) == reasons(&rec.conditions) {
             return Ok(());
         }
@@ -526,19 +678,50 @@ impl Registry {
     }
 
     /// Records what the shell saw when it loaded a remote.
-    pub async fn report_ui(&self, name: &str, version: &str, ok: bool, message: &str, actor: &Actor) -> Result<(), ApiError> {
+    pub async fn report_ui(
+        &self,
+        name: &str,
+        version: &str,
+        ok: bool,
+        message: &str,
+        actor: &Actor,
+    ) -> Result<(), ApiError> {
         let _w = self.write.lock().await;
         let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
         let now = now_rfc3339();
-        let reason = if ok { Reason::Passed } else { Reason::UiLoadFailed };
-        let was = rec.conditions.iter().find(|c| c.kind == condition::UI_LOADED).map(|c| (c.status.clone(), c.reason));
-        rec.set_condition(condition::UI_LOADED, ok, reason, format!("version {version}: {message}"), &now);
-        let is = rec.conditions.iter().find(|c| c.kind == condition::UI_LOADED).map(|c| (c.status.clone(), c.reason));
+        let reason = if ok {
+            Reason::Passed
+        } else {
+            Reason::UiLoadFailed
+        };
+        let was = rec
+            .conditions
+            .iter()
+            .find(|c| c.kind == condition::UI_LOADED)
+            .map(|c| (c.status.clone(), c.reason));
+        rec.set_condition(
+            condition::UI_LOADED,
+            ok,
+            reason,
+            format!("version {version}: {message}"),
+            &now,
+        );
+        let is = rec
+            .conditions
+            .iter()
+            .find(|c| c.kind == condition::UI_LOADED)
+            .map(|c| (c.status.clone(), c.reason));
         if was == is {
             return Ok(());
         }
         rec.updated_at = now.clone();
-        let event = audit(actor, "ui-report", Some(name), format!("version {version}: {message}"), &now);
+        let event = audit(
+            actor,
+            "ui-report",
+            Some(name),
+            format!("version {version}: {message}"),
+            &now,
+        );
         self.commit(rec, vec![event]).await
     }
 
@@ -582,7 +765,14 @@ fn ids(manifest: &Value, list: &str, field: &str) -> Vec<String> {
             items
                 .iter()
                 .filter_map(|i| i.get(field).and_then(Value::as_str))
-                .map(|s| if field == "path" && s.len() > 1 { s.trim_end_matches('/') } else { s }.to_string())
+                .map(|s| {
+                    if field == "path" && s.len() > 1 {
+                        s.trim_end_matches('/')
+                    } else {
+                        s
+                    }
+                    .to_string()
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -606,7 +796,12 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
         .filter_map(|rec| {
             let dep = rec.exposed()?;
             let integrity = dep.integrity.as_deref()?;
-            let file = dep.remote_url.rsplit('/').next().filter(|f| !f.is_empty()).unwrap_or("remoteEntry.js");
+            let file = dep
+                .remote_url
+                .rsplit('/')
+                .next()
+                .filter(|f| !f.is_empty())
+                .unwrap_or("remoteEntry.js");
             Some(ShellRemote {
                 name: &rec.name,
                 version: &dep.version,
@@ -623,7 +818,13 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
         .collect();
     let body = serde_json::to_vec(&remotes).unwrap_or_else(|_| b"[]".to_vec());
     let digest = Sha256::digest(&body);
-    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let etag = format!(
+        "\"{}\"",
+        digest[..12]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     ShellSnapshot {
         generation,
         body: body.into(),
@@ -631,7 +832,13 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
     }
 }
 
-fn audit(actor: &Actor, action: &str, plugin: Option<&str>, reason: String, now: &str) -> AuditEvent {
+fn audit(
+    actor: &Actor,
+    action: &str,
+    plugin: Option<&str>,
+    reason: String,
+    now: &str,
+) -> AuditEvent {
     AuditEvent {
         id: 0,
         time: now.to_string(),

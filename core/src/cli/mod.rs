@@ -2,6 +2,7 @@
 //! are part of the contract (documented in `docs/manifest.md` for `plugin validate`).
 
 mod plugin;
+mod server;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the core server (SQLite store in the data dir).
+    Serve(server::ServeArgs),
+    /// Mint registration and admin tokens, offline, with the data dir's signing key.
+    #[command(subcommand)]
+    Token(server::TokenCommand),
     /// Work with plugin manifests and plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -26,6 +32,8 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => server::serve(args),
+        Command::Token(cmd) => server::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
     }
 }

@@ -59,12 +59,16 @@ impl SqliteStore {
             std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         }
         let conn = Connection::open(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(err(format!("{}: cannot use WAL journal (got {mode})", path.display())));
+            return Err(err(format!(
+                "{}: cannot use WAL journal (got {mode})",
+                path.display()
+            )));
         }
         conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
             .map_err(err)?;
@@ -78,12 +82,18 @@ impl SqliteStore {
     /// The schema version of the open database.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         let conn = self.lock()?;
-        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
-            .map_err(err)
+        conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-        self.conn.lock().map_err(|_| err("store connection poisoned"))
+        self.conn
+            .lock()
+            .map_err(|_| err("store connection poisoned"))
     }
 
     fn migrate(&self) -> Result<(), StoreError> {
@@ -96,7 +106,11 @@ impl SqliteStore {
         )
         .map_err(err)?;
         let current: i64 = conn
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
             .map_err(err)?;
         if current > MIGRATIONS.len() as i64 {
             return Err(err(format!(
@@ -126,8 +140,15 @@ fn insert_audit(tx: &rusqlite::Transaction<'_>, events: &[AuditEvent]) -> Result
         )
         .map_err(err)?;
     for e in events {
-        stmt.execute(params![e.time, e.actor, e.action, e.plugin, e.reason, e.request_id])
-            .map_err(err)?;
+        stmt.execute(params![
+            e.time,
+            e.actor,
+            e.action,
+            e.plugin,
+            e.reason,
+            e.request_id
+        ])
+        .map_err(err)?;
     }
     Ok(())
 }
@@ -148,7 +169,9 @@ impl Store for SqliteStore {
                 .map_err(|e| err(format!("plugin record {name:?} cannot be read: {e}")))?;
             plugins.push(record);
         }
-        let mut stmt = conn.prepare("SELECT jti FROM revoked_tokens").map_err(err)?;
+        let mut stmt = conn
+            .prepare("SELECT jti FROM revoked_tokens")
+            .map_err(err)?;
         let revoked = stmt
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(err)?
@@ -277,8 +300,10 @@ mod tests {
         {
             let s = SqliteStore::open(&path).unwrap();
             assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-            s.put(&record("a"), &[event("register", Some("a"))]).unwrap();
-            s.put(&record("b"), &[event("register", Some("b"))]).unwrap();
+            s.put(&record("a"), &[event("register", Some("a"))])
+                .unwrap();
+            s.put(&record("b"), &[event("register", Some("b"))])
+                .unwrap();
             s.delete("b", &event("delete", Some("b"))).unwrap();
             s.revoke("jti-1", &event("revoke-token", None)).unwrap();
             s.revoke("jti-1", &event("revoke-token", None)).unwrap();
@@ -287,18 +312,56 @@ mod tests {
         let loaded = s.load().unwrap();
         assert_eq!(loaded.plugins, vec![record_named(&loaded, "a")]);
         assert_eq!(loaded.revoked, vec!["jti-1".to_string()]);
-        let all = s.audit(&AuditQuery { limit: 100, ..Default::default() }).unwrap();
-        assert_eq!(all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["revoke-token", "revoke-token", "delete", "register", "register"]);
-        let b = s.audit(&AuditQuery { plugin: Some("b".into()), limit: 100, ..Default::default() }).unwrap();
+        let all = s
+            .audit(&AuditQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            [
+                "revoke-token",
+                "revoke-token",
+                "delete",
+                "register",
+                "register"
+            ]
+        );
+        let b = s
+            .audit(&AuditQuery {
+                plugin: Some("b".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(b.len(), 2);
-        let page = s.audit(&AuditQuery { before: Some(all[1].id), limit: 2, ..Default::default() }).unwrap();
-        assert_eq!(page.iter().map(|e| e.id).collect::<Vec<_>>(), [all[2].id, all[3].id]);
-        let mode: String = s.lock().unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let page = s
+            .audit(&AuditQuery {
+                before: Some(all[1].id),
+                limit: 2,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            page.iter().map(|e| e.id).collect::<Vec<_>>(),
+            [all[2].id, all[3].id]
+        );
+        let mode: String = s
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         std::fs::remove_dir_all(dir).ok();
     }
 
     fn record_named(loaded: &Loaded, name: &str) -> PluginRecord {
-        loaded.plugins.iter().find(|p| p.name == name).cloned().unwrap()
+        loaded
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .unwrap()
     }
 }

@@ -533,9 +533,9 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     }
 }
 
-/// Whether `name` is a plugin name as the schema's pattern has it (checked here so a rule that
-/// depends on the name stays quiet when the name itself is already reported).
-fn is_plugin_name(name: &str) -> bool {
+/// Whether `name` is a plugin name as the schema's pattern has it: lowercase letters, digits and
+/// `-`, starting and ending with a letter or digit, at most 63 characters.
+pub fn is_plugin_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name

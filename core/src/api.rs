@@ -1,0 +1,836 @@
+//! The HTTP API (axum). Handlers are thin: they authenticate, parse, and call the registry;
+//! every error is an [`ApiError`] in the one envelope, with the request id added by middleware.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tessera_sdk::capability::{self, Capability};
+use tessera_sdk::compat::{self, Versions};
+use tessera_sdk::manifest;
+use tokio::sync::watch;
+
+use crate::assets::{self, AssetCache};
+use crate::auth::{self, AUD_ADMIN, AUD_REGISTER, Claims, Keys};
+use crate::config::Config;
+use crate::error::{ApiError, Code, ErrorBody};
+use crate::model::PluginRecord;
+use crate::policy;
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Actor, Registration, Registry};
+use crate::store::AuditQuery;
+
+/// Largest request body accepted (registration carries a manifest of at most 1 MiB).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Everything handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The index and the only writer of state.
+    pub registry: Arc<Registry>,
+    /// Token authority.
+    pub keys: Arc<Keys>,
+    /// Configuration in force.
+    pub config: Arc<Config>,
+    /// True once the first probe round after start has finished.
+    pub probed: watch::Receiver<bool>,
+    /// Rate limits.
+    pub limiter: Arc<RateLimiter>,
+    /// Remote file cache.
+    pub assets: Arc<AssetCache>,
+    /// Client for fetching remote files (no redirects, guarded DNS).
+    pub http: reqwest::Client,
+    /// Turns true when the server is shutting down (ends live streams).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The request id of the current request.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/plugins/register", post(register))
+        .route("/api/plugins", get(list_plugins))
+        .route("/api/plugins/{name}", get(get_plugin).delete(delete_plugin))
+        .route("/api/plugins/{name}/disable", post(disable_plugin))
+        .route("/api/plugins/{name}/enable", post(enable_plugin))
+        .route("/api/plugins/{name}/accept-remote", post(accept_remote))
+        .route("/api/tokens", post(mint_token))
+        .route("/api/tokens/{jti}/revoke", post(revoke_token))
+        .route("/api/audit", get(audit))
+        .route("/api/shell/remotes", get(shell_remotes))
+        .route("/api/shell/events", get(shell_events))
+        .route("/api/shell/reports", post(shell_report))
+        .route("/plugins/{name}/{version}/{*path}", get(asset))
+        .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                Code::MethodNotAllowed,
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+// === middleware ===
+
+/// Gives every request an id (the caller's `X-Request-Id` when it is sane), echoes it, puts it
+/// in error envelopes, logs the request, and sets the security headers every response carries.
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(String::from)
+        .unwrap_or_else(auth::new_jti);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = std::time::Instant::now();
+    let mut res = next.run(req).await;
+    if let Some(ErrorBody(code, body)) = res.extensions_mut().remove::<ErrorBody>() {
+        let mut body = body;
+        body["error"]["requestId"] = json!(id);
+        let status = res.status();
+        let retry = res.headers().get(header::RETRY_AFTER).cloned();
+        tracing::info!(request_id = %id, %method, route, status = status.as_u16(), error_code = code.as_str(), "request failed");
+        res = (status, Json(body)).into_response();
+        if let Some(r) = retry {
+            res.headers_mut().insert(header::RETRY_AFTER, r);
+        }
+    } else {
+        tracing::debug!(request_id = %id, %method, route, status = res.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "request");
+    }
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert("x-request-id", v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    res
+}
+
+// === helpers ===
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            Code::TokenMissing,
+            "an Authorization: Bearer <token> header is required",
+        )
+    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::new(Code::TokenMalformed, "the Authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::new(
+            Code::TokenMalformed,
+            "the Authorization header must be \"Bearer <token>\"",
+        )),
+    }
+}
+
+fn admin(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let token = bearer(headers)?;
+    state
+        .keys
+        .validate(token, AUD_ADMIN, |j| state.registry.is_revoked(j))
+}
+
+fn admin_actor(claims: &Claims, rid: &RequestId) -> Actor {
+    Actor {
+        who: format!("admin:{}", claims.jti),
+        request_id: Some(rid.0.clone()),
+    }
+}
+
+/// Reads a JSON body of at most [`MAX_BODY_BYTES`].
+async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let bytes = read_body(headers, body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            Code::InvalidRequest,
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })
+}
+
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            Code::PayloadTooLarge,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes (1 MiB)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|e| {
+            if std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit")
+            {
+                too_large()
+            } else {
+                ApiError::new(
+                    Code::InvalidRequest,
+                    format!("the request body could not be read: {e}"),
+                )
+            }
+        })
+}
+
+/// The admin view of a plugin.
+fn view(state: &AppState, rec: &PluginRecord) -> Value {
+    json!({
+        "name": rec.name,
+        "state": rec.state.as_str(),
+        "version": rec.current.version,
+        "servingVersion": rec.exposed().map(|d| d.version.clone()),
+        "enabled": rec.disabled.is_none(),
+        "disabled": rec.disabled,
+        "conditions": rec.conditions,
+        "probe": state.registry.stats(&rec.name),
+        "backendUrl": rec.current.backend_url,
+        "remoteUrl": rec.current.remote_url,
+        "integrity": rec.current.integrity,
+        "registeredAt": rec.current.registered_at,
+        "updatedAt": rec.updated_at,
+        "manifest": rec.current.manifest,
+    })
+}
+
+// === core endpoints ===
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if !state.registry.store_ok().await {
+        return Err(ApiError::new(Code::NotReady, "the store does not answer"));
+    }
+    if !*state.probed.borrow() {
+        return Err(ApiError::new(
+            Code::NotReady,
+            "the first probe round after start has not finished",
+        ));
+    }
+    Ok(Json(json!({"status": "ready"})))
+}
+
+async fn jwks(State(state): State<AppState>) -> Response {
+    let mut res = Json(state.keys.jwks()).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    res
+}
+
+// === registration ===
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterBody {
+    manifest: Value,
+    backend_url: String,
+    remote_url: String,
+}
+
+async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let limits = &state.config.rate_limit;
+    state.limiter.check(
+        &format!("addr:{}", peer.ip()),
+        limits.per_address_per_minute,
+        "from this address",
+    )?;
+    // 1. token
+    let claims = state.keys.validate(bearer(&headers)?, AUD_REGISTER, |j| {
+        state.registry.is_revoked(j)
+    })?;
+    state.limiter.check(
+        &format!("token:{}", claims.jti),
+        limits.per_token_per_minute,
+        "with this token",
+    )?;
+    // 2. size
+    let req: RegisterBody = json_body(&headers, body).await?;
+    // 3. schema and rules, every problem
+    let report = manifest::validate(&req.manifest);
+    let m = report.into_result().map_err(|problems| {
+        ApiError::new(
+            Code::InvalidManifest,
+            format!("the manifest is invalid: {} problem(s)", problems.len()),
+        )
+        .with_details(
+            problems
+                .iter()
+                .map(|p| json!({"path": p.path, "message": p.message}))
+                .collect(),
+        )
+    })?;
+    // 4. the token is for this plugin
+    if claims.sub != m.name {
+        return Err(ApiError::new(
+            Code::TokenPluginMismatch,
+            format!(
+                "this token registers plugin \"{}\", not \"{}\"",
+                claims.sub, m.name
+            ),
+        )
+        .with_details(vec![
+            json!({"tokenPlugin": claims.sub, "manifestName": m.name}),
+        ]));
+    }
+    // 5. capabilities
+    let check = capability::check_granted(&m.capabilities, &claims.capabilities());
+    if !check.is_satisfied() {
+        let names = |v: &[Capability]| v.iter().map(|c| c.name()).collect::<Vec<_>>();
+        return Err(ApiError::new(
+            Code::CapabilityNotGranted,
+            format!(
+                "capabilities requested but not granted by the token: {}",
+                names(&check.missing).join(", ")
+            ),
+        )
+        .with_details(vec![json!({
+            "requested": names(&check.requested),
+            "granted": names(&check.granted),
+            "missing": names(&check.missing),
+        })]));
+    }
+    // 6. compatibility
+    let misses = compat::check(&m.compat, &Versions::default());
+    if !misses.is_empty() {
+        return Err(ApiError::new(
+            Code::IncompatibleCore,
+            misses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        )
+        .with_details(
+            misses
+                .iter()
+                .map(|x| json!({"field": x.field.field(), "range": x.range, "version": x.version.to_string(), "message": x.to_string()}))
+                .collect(),
+        ));
+    }
+    // 7. URL policy
+    for (field, url) in [
+        ("backendUrl", &req.backend_url),
+        ("remoteUrl", &req.remote_url),
+    ] {
+        if let Err(r) = policy::check(url, &state.config.url_policy) {
+            return Err(ApiError::new(
+                Code::UrlNotAllowed,
+                format!("{field} \"{}\" is not allowed: {}", r.url, r.message),
+            )
+            .with_details(vec![
+                json!({"field": field, "url": r.url, "rule": r.rule, "message": r.message}),
+            ]));
+        }
+    }
+    // 8. collisions (inside the registry, under its write lock)
+    let actor = Actor {
+        who: format!("plugin:{}", m.name),
+        request_id: Some(rid.0.clone()),
+    };
+    let out = state
+        .registry
+        .register(
+            Registration {
+                name: m.name.clone(),
+                version: m.version.to_string(),
+                manifest: m.to_json(),
+                backend_url: req.backend_url,
+                remote_url: req.remote_url,
+                token_id: claims.jti,
+            },
+            &actor,
+        )
+        .await?;
+    if out.changed {
+        state.assets.forget(&m.name);
+    }
+    let status = if out.changed {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&state, &out.record))).into_response())
+}
+
+// === admin ===
+
+async fn list_plugins(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers)?;
+    let items: Vec<Value> = state
+        .registry
+        .list()
+        .iter()
+        .map(|r| view(&state, r))
+        .collect();
+    Ok(Json(json!({"items": items})))
+}
+
+async fn get_plugin(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers)?;
+    let rec = state.registry.get(&name).ok_or_else(|| {
+        ApiError::new(Code::PluginNotFound, format!("no plugin named \"{name}\""))
+    })?;
+    Ok(Json(view(&state, &rec)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisableBody {
+    reason: String,
+}
+
+async fn disable_plugin(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let claims = admin(&state, &headers)?;
+    let b: DisableBody = json_body(&headers, body).await?;
+    let reason = b.reason.trim();
+    if reason.is_empty() || reason.len() > 1024 {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "a reason (1-1024 characters) is required to disable a plugin",
+        ));
+    }
+    let rec = state
+        .registry
+        .disable(&name, reason, &admin_actor(&claims, &rid))
+        .await?;
+    Ok(Json(view(&state, &rec)))
+}
+
+async fn enable_plugin(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = admin(&state, &headers)?;
+    let rec = state
+        .registry
+        .enable(&name, &admin_actor(&claims, &rid))
+        .await?;
+    Ok(Json(view(&state, &rec)))
+}
+
+async fn accept_remote(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = admin(&state, &headers)?;
+    let rec = state
+        .registry
+        .accept_remote(&name, &admin_actor(&claims, &rid))
+        .await?;
+    state.assets.forget(&name);
+    Ok(Json(view(&state, &rec)))
+}
+
+async fn delete_plugin(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let claims = admin(&state, &headers)?;
+    state
+        .registry
+        .delete(&name, &admin_actor(&claims, &rid))
+        .await?;
+    state.assets.forget(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MintBody {
+    #[serde(default)]
+    plugin: Option<String>,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn mint_token(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let claims = admin(&state, &headers)?;
+    let b: MintBody = json_body(&headers, body).await?;
+    let ttl = b
+        .ttl
+        .as_deref()
+        .map(auth::parse_ttl)
+        .transpose()
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("ttl: {e}")))?;
+    let signed = match (b.admin, b.plugin) {
+        (true, None) => state.keys.issue_admin(ttl.unwrap_or(12 * 3600)),
+        (false, Some(plugin)) => {
+            if !manifest::is_plugin_name(&plugin) {
+                return Err(ApiError::new(
+                    Code::InvalidRequest,
+                    format!("plugin \"{plugin}\" is not a valid plugin name"),
+                ));
+            }
+            let caps = b
+                .capabilities
+                .iter()
+                .map(|c| Capability::parse(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::new(Code::InvalidRequest, e.to_string()))?;
+            state
+                .keys
+                .issue_registration(&plugin, &caps, b.namespace, ttl)
+        }
+        _ => {
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                "give either \"plugin\" (with \"capabilities\") or \"admin\": true",
+            ));
+        }
+    }
+    .map_err(|e| ApiError::new(Code::Internal, format!("signing failed: {e}")))?;
+    let (token, minted) = signed;
+    tracing::info!(request_id = %rid.0, actor = %format!("admin:{}", claims.jti), jti = %minted.jti, sub = %minted.sub, "token minted");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "jti": minted.jti, "claims": minted})),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    Path(jti): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let claims = admin(&state, &headers)?;
+    if jti.is_empty()
+        || jti.len() > 128
+        || !jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::new(Code::InvalidRequest, "not a token id"));
+    }
+    state
+        .registry
+        .revoke(&jti, &admin_actor(&claims, &rid))
+        .await?;
+    Ok(Json(json!({"jti": jti, "revoked": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    plugin: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers)?;
+    let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state
+        .registry
+        .audit(AuditQuery {
+            plugin: q.plugin,
+            before: q.before,
+            limit,
+        })
+        .await?;
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(json!({"items": items, "nextBefore": next})))
+}
+
+// === shell ===
+
+async fn shell_remotes(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let snap = state.registry.shell();
+    let etag = HeaderValue::from_str(&snap.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == snap.etag || t.trim() == "*")
+        });
+    let mut res = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(snap.body.clone()));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    res.headers_mut().insert(header::ETAG, etag);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+async fn shell_events(
+    State(state): State<AppState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let mut rx = state.registry.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    let stream = async_stream(move |tx| async move {
+        let first = rx.borrow_and_update().clone();
+        if tx.send(remotes_event(&first)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() { return; }
+                    let snap = rx.borrow_and_update().clone();
+                    if tx.send(remotes_event(&snap)).await.is_err() { return; }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("heartbeat"),
+    )
+}
+
+fn remotes_event(snap: &crate::registry::ShellSnapshot) -> Result<Event, Infallible> {
+    Ok(Event::default()
+        .event("remotes")
+        .id(snap.generation.to_string())
+        .data(String::from_utf8_lossy(&snap.body)))
+}
+
+/// A stream fed by a task through a small channel.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ShellReport {
+    plugin: String,
+    version: String,
+    #[serde(default)]
+    ok: bool,
+    #[serde(default)]
+    stage: Option<String>,
+    #[serde(default)]
+    message: String,
+}
+
+async fn shell_report(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(rid): axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    state.limiter.check(
+        &format!("report:{}", peer.ip()),
+        60,
+        "reports from this address",
+    )?;
+    let r: ShellReport = json_body(&headers, body).await?;
+    let message: String = format!(
+        "{}{}",
+        r.stage.map(|s| format!("{s}: ")).unwrap_or_default(),
+        if r.ok {
+            "loaded".to_string()
+        } else {
+            r.message
+        }
+    )
+    .chars()
+    .take(2000)
+    .collect();
+    let actor = Actor {
+        who: "shell".into(),
+        request_id: Some(rid.0),
+    };
+    state
+        .registry
+        .report_ui(&r.plugin, &r.version, r.ok, &message, &actor)
+        .await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+// === assets ===
+
+async fn asset(
+    State(state): State<AppState>,
+    Path((name, version, path)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let path = assets::safe_path(&path)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::PathNotAllowed,
+                format!("\"{path}\" is not a file path under the remote's directory"),
+            )
+        })?
+        .to_string();
+    let rec = state.registry.get(&name).ok_or_else(|| {
+        ApiError::new(Code::PluginNotFound, format!("no plugin named \"{name}\""))
+    })?;
+    let dep = rec
+        .exposed()
+        .filter(|d| d.version == version)
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::PluginNotReady,
+                format!(
+                    "plugin \"{name}\" version {version} is not being served (state {})",
+                    rec.state.as_str()
+                ),
+            )
+        })?
+        .clone();
+    let (dir, entry_file) = dep
+        .remote_url
+        .rsplit_once('/')
+        .unwrap_or((&dep.remote_url, ""));
+    let bytes = if path == entry_file {
+        let bytes = state
+            .registry
+            .remote_entry(&name, &version)
+            .ok_or_else(|| {
+                ApiError::new(
+                    Code::PluginNotReady,
+                    format!("the remote entry of \"{name}\" {version} has not been fetched yet"),
+                )
+            })?;
+        if dep.integrity.as_deref() != Some(crate::registry::integrity(&bytes).as_str()) {
+            return Err(ApiError::new(
+                Code::PluginNotReady,
+                format!("the remote entry of \"{name}\" {version} changed; withdrawn"),
+            ));
+        }
+        bytes
+    } else {
+        let key = format!("{name}/{version}/{path}");
+        match state.assets.get(&key) {
+            Some(b) => b,
+            None => {
+                let url = format!("{dir}/{path}");
+                let b = crate::probe::get(&state.http, &url, 16 << 20)
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            Code::UpstreamFailed,
+                            format!("fetching {path} from plugin \"{name}\" failed: {e}"),
+                        )
+                    })?;
+                state.assets.put(key, b.clone());
+                b
+            }
+        }
+    };
+    let mut res = Response::new(Body::from(bytes));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(assets::content_type(&path)),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    Ok(res)
+}

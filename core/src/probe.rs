@@ -1,0 +1,217 @@
+//! Health gating: the prober GETs each plugin's readiness endpoint and remote entry on a
+//! jittered period, with a timeout, bounded concurrency and pooled connections, and hands each
+//! round's outcome to the registry, which applies the thresholds.
+//!
+//! The HTTP client never follows redirects and resolves names through a guard that refuses
+//! link-local and metadata addresses, so a plugin URL cannot point the core at them through DNS
+//! either. After start every plugin is probed at once; `first_round_done` turns true when that
+//! round has finished, and the core's `/readyz` waits for it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ProbeConfig;
+use crate::model::State;
+use crate::policy::is_link_local;
+use crate::registry::{ProbeOutcome, Registry};
+
+/// Largest remote entry the prober reads.
+pub const MAX_REMOTE_ENTRY_BYTES: usize = 5 << 20;
+
+/// Builds the HTTP client the core uses to reach plugins.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .dns_resolver(Arc::new(GuardedResolver))
+        .user_agent(concat!("tessera-core/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Resolves names, dropping link-local answers (DNS rebinding towards metadata services).
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !is_link_local(&a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!("{host} resolves to no address the core may reach").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Runs the prober until `shutdown` turns true.
+pub async fn run(
+    registry: Arc<Registry>,
+    cfg: ProbeConfig,
+    first_round_done: watch::Sender<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let client = client(cfg.timeout());
+    let permits = Arc::new(Semaphore::new(cfg.concurrency));
+    let period = cfg.period();
+    let tick = (period / 5).clamp(Duration::from_millis(10), Duration::from_millis(200));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // name -> when it is next due; absent while a probe is in flight.
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut in_flight: HashMap<String, ()> = HashMap::new();
+    let mut first_round: Option<Vec<String>> = None;
+
+    loop {
+        let now = Instant::now();
+        let plugins = registry.list();
+        let probeable: Vec<_> = plugins
+            .iter()
+            .filter(|p| {
+                matches!(p.state, State::Registering | State::Ready | State::Degraded)
+                    && p.disabled.is_none()
+            })
+            .collect();
+        if first_round.is_none() {
+            first_round = Some(probeable.iter().map(|p| p.name.clone()).collect());
+        }
+        due.retain(|name, _| probeable.iter().any(|p| &p.name == name));
+        for rec in probeable {
+            if in_flight.contains_key(&rec.name) {
+                continue;
+            }
+            let when = *due.entry(rec.name.clone()).or_insert(now);
+            if when > now {
+                continue;
+            }
+            in_flight.insert(rec.name.clone(), ());
+            due.remove(&rec.name);
+            let registry = registry.clone();
+            let client = client.clone();
+            let permits = permits.clone();
+            let done = done_tx.clone();
+            let name = rec.name.clone();
+            let dep = rec.current.clone();
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                let outcome = probe_once(
+                    &client,
+                    &dep.backend_url,
+                    &dep.remote_url,
+                    &dep.manifest,
+                    &dep.version,
+                )
+                .await;
+                if let Err(e) = registry.apply_probe(&name, outcome).await {
+                    tracing::warn!(plugin = %name, error = %e, "probe outcome not recorded");
+                }
+                let _ = done.send(name);
+            });
+        }
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tokio::time::sleep(tick) => {}
+            Some(name) = done_rx.recv() => {
+                in_flight.remove(&name);
+                due.insert(name.clone(), Instant::now() + jittered(period));
+                if let Some(waiting) = &mut first_round {
+                    waiting.retain(|n| n != &name);
+                }
+            }
+        }
+        if first_round.as_ref().is_some_and(Vec::is_empty) && !*first_round_done.borrow() {
+            first_round_done.send_replace(true);
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+}
+
+/// A period shortened by up to 10%, so plugins registered together spread out.
+fn jittered(period: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = getrandom::fill(&mut b);
+    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    period.mul_f64(1.0 - 0.1 * frac)
+}
+
+/// One round: readiness endpoint and remote entry, concurrently.
+pub async fn probe_once(
+    client: &reqwest::Client,
+    backend_url: &str,
+    remote_url: &str,
+    manifest: &serde_json::Value,
+    version: &str,
+) -> ProbeOutcome {
+    let started = Instant::now();
+    let path = manifest
+        .pointer("/health/readinessPath")
+        .and_then(|v| v.as_str())
+        .unwrap_or("/readyz");
+    let ready_url = format!("{}{}", backend_url.trim_end_matches('/'), path);
+    let (ready, remote) = tokio::join!(
+        get(client, &ready_url, 64 << 10),
+        get(client, remote_url, MAX_REMOTE_ENTRY_BYTES)
+    );
+    ProbeOutcome {
+        version: version.to_string(),
+        ready: ready.map(|_| ()),
+        remote,
+        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// GETs a URL, expecting 2xx, reading at most `limit` bytes.
+pub async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Bytes, String> {
+    let mut res = client.get(url).send().await.map_err(describe)?;
+    let status = res.status();
+    if status.is_redirection() {
+        let to = res
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        return Err(format!(
+            "GET {url}: HTTP {status}, redirect to {to} not followed"
+        ));
+    }
+    if !status.is_success() {
+        return Err(format!("GET {url}: HTTP {}", status.as_u16()));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = res.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("GET {url}: body larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn describe(e: reqwest::Error) -> String {
+    let url = e.url().map(|u| u.to_string()).unwrap_or_default();
+    if e.is_timeout() {
+        format!("GET {url}: timed out")
+    } else if e.is_connect() {
+        format!("GET {url}: connection failed")
+    } else {
+        let mut msg = format!("GET {url}: {e}");
+        let mut src = std::error::Error::source(&e);
+        while let Some(s) = src {
+            msg.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        msg
+    }
+}

@@ -1,0 +1,115 @@
+//! `tessera serve`: wires the store, the registry, the prober and the HTTP API together, and
+//! stops cleanly on SIGTERM or SIGINT (stop accepting, close live streams, stop probes, finish
+//! in-flight requests).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::assets::AssetCache;
+use crate::auth::Keys;
+use crate::config::Config;
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Registry, Thresholds};
+use crate::store::sqlite::SqliteStore;
+
+/// File name of the SQLite database in the data dir.
+pub const DB_FILE: &str = "tessera.db";
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: Config) -> Result<(), String> {
+    let keys = Keys::load_or_create(&config.data_dir)
+        .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
+    let db = config.data_dir.join(DB_FILE);
+    let store = SqliteStore::open(&db).map_err(|e| format!("store {}: {e}", db.display()))?;
+    let registry = Arc::new(
+        Registry::load(
+            Arc::new(store),
+            Thresholds {
+                success: config.probe.success_threshold,
+                failure: config.probe.failure_threshold,
+            },
+        )
+        .map_err(|e| format!("loading state from {}: {e}", db.display()))?,
+    );
+    let (probed_tx, probed_rx) = watch::channel(false);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let prober = tokio::spawn(crate::probe::run(
+        registry.clone(),
+        config.probe.clone(),
+        probed_tx,
+        shutdown_rx.clone(),
+    ));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = AppState {
+        registry: registry.clone(),
+        keys: Arc::new(keys),
+        config: Arc::new(config.clone()),
+        probed: probed_rx,
+        limiter: Arc::new(RateLimiter::default()),
+        assets: Arc::new(AssetCache::new(config.assets.cache_bytes)),
+        http: crate::probe::client(
+            config
+                .probe
+                .timeout()
+                .max(std::time::Duration::from_secs(10)),
+        ),
+        shutdown: shutdown_rx,
+    };
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), plugins = registry.list().len(), "tessera core listening");
+    // One plain line on stdout, for people and for scripts that started us on port 0.
+    println!("listening on http://{addr}");
+
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing live streams, stopping probes");
+            let _ = shutdown_tx.send(true);
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"));
+    let _ = prober.await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// JSON log lines on standard error, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
