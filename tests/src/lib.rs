@@ -90,4 +90,6 @@ pub fn tessera_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .into()
 }
 
+pub mod core;
 pub mod mutate;
+pub mod plugin_server;

@@ -1,0 +1,167 @@
+//! A real `tessera serve` process on a loopback port, with its own data dir, for tests.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::tessera_bin;
+
+/// A running core.
+#[derive(Debug)]
+pub struct Core {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its data dir (kept across restarts).
+    pub data_dir: PathBuf,
+    config: PathBuf,
+    stderr_log: PathBuf,
+}
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let mut b = [0u8; 8];
+    for (i, x) in b.iter_mut().enumerate() {
+        *x = (std::process::id() as u8).wrapping_add(i as u8);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let dir = std::env::temp_dir().join(format!("tessera-{tag}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A config with fast probes (period 0.2 s), for tests; `extra` is appended YAML.
+pub fn fast_config(extra: &str) -> String {
+    format!(
+        "probe:\n  periodSeconds: 0.2\n  timeoutSeconds: 1\n  failureThreshold: 3\n  successThreshold: 1\n{extra}"
+    )
+}
+
+impl Core {
+    /// Starts a core with `config` (YAML) in a new data dir.
+    pub fn start(config: &str) -> Core {
+        let data_dir = temp_dir("core");
+        Core::start_in(&data_dir, config)
+    }
+
+    /// Starts a core on an existing data dir.
+    pub fn start_in(data_dir: &Path, config: &str) -> Core {
+        let cfg = data_dir.join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut core = Core {
+            child: None,
+            url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            config: cfg,
+            stderr_log: data_dir.join("core.log"),
+        };
+        core.spawn();
+        core
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("log file");
+        let mut child = Command::new(tessera_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&self.data_dir)
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start tessera serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => self.url = url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("tessera serve did not start; log:\n{}", self.log());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// The core's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// Starts the core again on the same data dir and config (after `kill9` or `terminate`).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs `tessera token issue ARGS --data-dir <this core's>` and returns the token.
+    pub fn token(&self, args: &[&str]) -> String {
+        let out = Command::new(tessera_bin())
+            .args(["token", "issue"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("tessera token issue");
+        assert!(
+            out.status.success(),
+            "token issue failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// An admin token.
+    pub fn admin_token(&self) -> String {
+        self.token(&["--admin"])
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
