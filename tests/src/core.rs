@@ -22,10 +22,6 @@ pub struct Core {
 
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
-    let mut b = [0u8; 8];
-    for (i, x) in b.iter_mut().enumerate() {
-        *x = (std::process::id() as u8).wrapping_add(i as u8);
-    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -6,6 +6,8 @@
 //! to test another build.
 
 #![forbid(unsafe_code)]
+// Test support: a failed set-up step should fail the test loudly, which is what panics do here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
