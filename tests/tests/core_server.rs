@@ -948,10 +948,9 @@ async fn kill_9_during_registrations_loses_no_acknowledged_write() {
                 .json(&body)
                 .send()
                 .await
+                && r.status() == StatusCode::CREATED
             {
-                if r.status() == StatusCode::CREATED {
-                    let _ = ack.send(name);
-                }
+                let _ = ack.send(name);
             }
         }));
     }
