@@ -31,6 +31,7 @@ use crate::policy;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Actor, Registration, Registry};
 use crate::store::AuditQuery;
+use crate::telemetry::{HttpLabels, Metrics, OutcomeLabels, RouteLabels};
 
 /// Largest request body accepted (registration carries a manifest of at most 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Turns true when the server is shutting down (ends live streams).
     pub shutdown: watch::Receiver<bool>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The request id of the current request.
@@ -64,6 +67,7 @@ pub struct RequestId(pub String);
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/api/plugins/register", post(register))
@@ -86,7 +90,7 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not take that method",
             )
         })
-        .layer(middleware::from_fn(request_id))
+        .layer(middleware::from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
@@ -94,7 +98,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane), echoes it, puts it
 /// in error envelopes, logs the request, and sets the security headers every response carries.
-async fn request_id(mut req: Request, next: Next) -> Response {
+async fn request_id(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
@@ -124,6 +128,28 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     } else {
         tracing::debug!(request_id = %id, %method, route, status = res.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "request");
     }
+    let route_label = if route.starts_with('/') {
+        route
+    } else {
+        "unmatched".to_string()
+    };
+    state
+        .metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method: method.to_string(),
+            route: route_label.clone(),
+            status: res.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            method: method.to_string(),
+            route: route_label,
+        })
+        .observe(started.elapsed().as_secs_f64());
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-request-id", v);
@@ -252,6 +278,23 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut counts: Vec<(crate::model::State, i64)> =
+        crate::model::State::ALL.iter().map(|s| (*s, 0)).collect();
+    for rec in state.registry.list() {
+        if let Some(c) = counts.iter_mut().find(|(s, _)| *s == rec.state) {
+            c.1 += 1;
+        }
+    }
+    state.metrics.set_plugin_states(&counts);
+    let mut res = Response::new(Body::from(state.metrics.encode()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if !state.registry.store_ok().await {
         return Err(ApiError::new(Code::NotReady, "the store does not answer"));
@@ -286,6 +329,27 @@ struct RegisterBody {
 
 async fn register(
     State(state): State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
+    rid: axum::Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let result = register_inner(state.clone(), peer, rid, headers, body).await;
+    let outcome = match &result {
+        Ok(res) if res.status() == StatusCode::CREATED => "accepted".to_string(),
+        Ok(_) => "unchanged".to_string(),
+        Err(e) => e.code.as_str().to_string(),
+    };
+    state
+        .metrics
+        .registrations
+        .get_or_create(&OutcomeLabels { outcome })
+        .inc();
+    result
+}
+
+async fn register_inner(
+    state: AppState,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
@@ -662,7 +726,12 @@ async fn shell_events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut rx = state.registry.subscribe();
     let mut shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
     let stream = async_stream(move |tx| async move {
+        metrics.sse_clients.inc();
+        let _open = OnDrop(move || {
+            metrics.sse_clients.dec();
+        });
         let first = rx.borrow_and_update().clone();
         if tx.send(remotes_event(&first)).await.is_err() {
             return;
@@ -683,6 +752,15 @@ async fn shell_events(
             .interval(Duration::from_secs(15))
             .text("heartbeat"),
     )
+}
+
+/// Runs a closure when dropped (however the stream ends).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 fn remotes_event(snap: &crate::registry::ShellSnapshot) -> Result<Event, Infallible> {
@@ -806,8 +884,12 @@ async fn asset(
     } else {
         let key = format!("{name}/{version}/{path}");
         match state.assets.get(&key) {
-            Some(b) => b,
+            Some(b) => {
+                state.metrics.asset_hits.inc();
+                b
+            }
             None => {
+                state.metrics.asset_misses.inc();
                 let url = format!("{dir}/{path}");
                 let b = crate::probe::get(&state.http, &url, 16 << 20)
                     .await

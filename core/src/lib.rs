@@ -23,3 +23,4 @@ pub mod ratelimit;
 pub mod registry;
 pub mod serve;
 pub mod store;
+pub mod telemetry;

@@ -19,6 +19,7 @@ use crate::config::ProbeConfig;
 use crate::model::State;
 use crate::policy::is_link_local;
 use crate::registry::{ProbeOutcome, Registry};
+use crate::telemetry::{Metrics, ReasonLabels};
 
 /// Largest remote entry the prober reads.
 pub const MAX_REMOTE_ENTRY_BYTES: usize = 5 << 20;
@@ -58,6 +59,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 /// Runs the prober until `shutdown` turns true.
 pub async fn run(
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     cfg: ProbeConfig,
     first_round_done: watch::Sender<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -100,6 +102,7 @@ pub async fn run(
             let client = client.clone();
             let permits = permits.clone();
             let done = done_tx.clone();
+            let metrics = metrics.clone();
             let name = rec.name.clone();
             let dep = rec.current.clone();
             tokio::spawn(async move {
@@ -112,6 +115,22 @@ pub async fn run(
                     &dep.version,
                 )
                 .await;
+                metrics
+                    .probe_duration
+                    .observe(outcome.latency_ms as f64 / 1000.0);
+                let failed = match (&outcome.ready, &outcome.remote) {
+                    (Err(_), _) => Some("ReadinessProbeFailed"),
+                    (_, Err(_)) => Some("RemoteEntryUnreachable"),
+                    _ => None,
+                };
+                if let Some(reason) = failed {
+                    metrics
+                        .probe_failures
+                        .get_or_create(&ReasonLabels {
+                            reason: reason.to_string(),
+                        })
+                        .inc();
+                }
                 if let Err(e) = registry.apply_probe(&name, outcome).await {
                     tracing::warn!(plugin = %name, error = %e, "probe outcome not recorded");
                 }

@@ -36,8 +36,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     );
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Arc::new(crate::telemetry::Metrics::new());
     let prober = tokio::spawn(crate::probe::run(
         registry.clone(),
+        metrics.clone(),
         config.probe.clone(),
         probed_tx,
         shutdown_rx.clone(),
@@ -61,6 +63,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .max(std::time::Duration::from_secs(10)),
         ),
         shutdown: shutdown_rx,
+        metrics,
     };
     tracing::info!(%addr, data_dir = %config.data_dir.display(), plugins = registry.list().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.

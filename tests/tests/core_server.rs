@@ -1163,3 +1163,104 @@ async fn sigterm_stops_cleanly_even_with_open_streams() {
     let _events = Events::open(&core).await;
     assert_eq!(core.terminate(), Some(0), "log:\n{}", core.log());
 }
+
+/// `promtool`, which the test command installs (PROMTOOL), or one on PATH.
+fn promtool() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("PROMTOOL") {
+        return p.into();
+    }
+    let found = std::env::var_os("PATH").map(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    found.flatten().expect(
+        "promtool is required: run the README's test command, which installs it (or set PROMTOOL)",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_valid_prometheus_text_with_the_core_figures() {
+    let core = Core::start(&fast_config(""));
+    let p = TestPlugin::start("meter");
+    register(
+        &core,
+        &plugin_token(&core, "meter"),
+        &manifest("meter", "1.0.0"),
+        &p,
+    )
+    .await;
+    register_raw(&core, "garbage", &json!({})).await;
+    within(Duration::from_secs(5), "meter listed", || async {
+        names(&remotes(&core).await) == ["meter"]
+    })
+    .await;
+    http()
+        .get(format!("{}/plugins/meter/1.0.0/chunk.js", core.url))
+        .send()
+        .await
+        .unwrap();
+    http()
+        .get(format!("{}/plugins/meter/1.0.0/chunk.js", core.url))
+        .send()
+        .await
+        .unwrap();
+    let _events = Events::open(&core).await;
+    // A raw path that is not a route must not become a label.
+    http()
+        .get(format!("{}/some/random/path/12345", core.url))
+        .send()
+        .await
+        .unwrap();
+
+    let res = http()
+        .get(format!("{}/metrics", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = res.text().await.unwrap();
+    let mut child = std::process::Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for needle in [
+        "tessera_registrations_total{outcome=\"accepted\"} 1",
+        "tessera_registrations_total{outcome=\"token_malformed\"} 1",
+        "tessera_plugins{state=\"Ready\"} 1",
+        "tessera_asset_cache_misses_total 1",
+        "tessera_asset_cache_hits_total 1",
+        "tessera_sse_clients 1",
+        "tessera_http_requests_total{method=\"POST\",route=\"/api/plugins/register\",status=\"201\"} 1",
+        "tessera_probe_duration_seconds_count",
+    ] {
+        assert!(text.contains(needle), "missing {needle}\n{text}");
+    }
+    assert!(
+        !text.contains("/some/random/path"),
+        "raw paths leak into labels"
+    );
+}

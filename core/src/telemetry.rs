@@ -1,0 +1,218 @@
+//! Metrics (Prometheus text at `/metrics`, via prometheus-client). Labels are route templates,
+//! error codes, states and reasons — never raw paths or plugin-chosen strings — so the number of
+//! series stays bounded whatever clients send.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as PromRegistry;
+
+use crate::model::State;
+
+/// Labels of HTTP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template (`/api/plugins/{name}`), or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of HTTP durations.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// HTTP method.
+    pub method: String,
+    /// Route template.
+    pub route: String,
+}
+
+/// One label: an outcome, a state or a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `accepted`, `unchanged`, or the error code.
+    pub outcome: String,
+}
+
+/// State label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// Lifecycle state.
+    pub state: String,
+}
+
+/// Reason label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Condition reason.
+    pub reason: String,
+}
+
+/// Every metric the core exports.
+pub struct Metrics {
+    registry: PromRegistry,
+    /// Requests by method, route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Request durations by method and route.
+    pub http_duration: Family<RouteLabels, Histogram>,
+    /// Registrations by outcome.
+    pub registrations: Family<OutcomeLabels, Counter>,
+    /// Plugins by state (set at scrape time from the index).
+    pub plugins: Family<StateLabels, Gauge>,
+    /// Probe round durations.
+    pub probe_duration: Histogram,
+    /// Failed probe rounds by reason.
+    pub probe_failures: Family<ReasonLabels, Counter>,
+    /// Asset cache hits.
+    pub asset_hits: Counter,
+    /// Asset cache misses (fetched from the plugin).
+    pub asset_misses: Counter,
+    /// Bytes served from the asset path.
+    pub asset_bytes: Counter,
+    /// Open `/api/shell/events` streams.
+    pub sse_clients: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = PromRegistry::with_prefix("tessera");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request durations by method and route template",
+            http_duration.clone(),
+        );
+        let registrations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "registrations",
+            "Registration attempts by outcome (accepted, unchanged, or the error code)",
+            registrations.clone(),
+        );
+        let plugins = Family::<StateLabels, Gauge>::default();
+        registry.register("plugins", "Plugins by lifecycle state", plugins.clone());
+        let probe_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "probe_duration_seconds",
+            "Duration of one probe round (readiness and remote entry)",
+            probe_duration.clone(),
+        );
+        let probe_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "probe_failures",
+            "Failed probe rounds by reason",
+            probe_failures.clone(),
+        );
+        let asset_hits = Counter::default();
+        registry.register(
+            "asset_cache_hits",
+            "Remote files served from the cache",
+            asset_hits.clone(),
+        );
+        let asset_misses = Counter::default();
+        registry.register(
+            "asset_cache_misses",
+            "Remote files fetched from the plugin",
+            asset_misses.clone(),
+        );
+        let asset_bytes = Counter::default();
+        registry.register(
+            "asset_bytes",
+            "Bytes of remote files served",
+            asset_bytes.clone(),
+        );
+        let sse_clients = Gauge::default();
+        registry.register(
+            "sse_clients",
+            "Open shell event streams",
+            sse_clients.clone(),
+        );
+        for s in State::ALL {
+            plugins
+                .get_or_create(&StateLabels {
+                    state: s.as_str().to_string(),
+                })
+                .set(0);
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            registrations,
+            plugins,
+            probe_duration,
+            probe_failures,
+            asset_hits,
+            asset_misses,
+            asset_bytes,
+            sse_clients,
+        }
+    }
+
+    /// Sets the plugins-by-state gauge.
+    pub fn set_plugin_states(&self, counts: &[(State, i64)]) {
+        for (s, n) in counts {
+            self.plugins
+                .get_or_create(&StateLabels {
+                    state: s.as_str().to_string(),
+                })
+                .set(*n);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4, what `promtool check metrics` and every
+    /// Prometheus version read). prometheus-client writes OpenMetrics, where a counter family
+    /// `x` has samples `x_total`; here the family is named `x_total` as the classic format
+    /// wants, and the OpenMetrics `# EOF` trailer is dropped.
+    pub fn encode(&self) -> String {
+        let mut om = String::new();
+        if prometheus_client::encoding::text::encode(&mut om, &self.registry).is_err() {
+            return String::new();
+        }
+        let counters: Vec<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(om.len() + 64);
+        for line in om.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(&name)
+                    .then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+}
