@@ -63,6 +63,29 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// Every route, as (method, path template in OpenAPI form). `schemas/openapi.yaml` documents
+/// exactly these; a test checks the two agree and that each is really routed.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/readyz"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/api/plugins/register"),
+    ("GET", "/api/plugins"),
+    ("GET", "/api/plugins/{name}"),
+    ("DELETE", "/api/plugins/{name}"),
+    ("POST", "/api/plugins/{name}/disable"),
+    ("POST", "/api/plugins/{name}/enable"),
+    ("POST", "/api/plugins/{name}/accept-remote"),
+    ("POST", "/api/tokens"),
+    ("POST", "/api/tokens/{jti}/revoke"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/shell/remotes"),
+    ("GET", "/api/shell/events"),
+    ("POST", "/api/shell/reports"),
+    ("GET", "/plugins/{name}/{version}/{path}"),
+];
+
 /// The router.
 pub fn router(state: AppState) -> Router {
     Router::new()

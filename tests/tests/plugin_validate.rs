@@ -422,22 +422,42 @@ fn usage_errors_exit_2() {
     assert_eq!(run.code, Some(2), "{run:?}");
 }
 
-/// The codes `validate` can print and `docs/errors.md` list the same set.
+/// The codes Tessera can emit (the API's and `validate`'s) and `docs/errors.md` list the same
+/// set, and the documented statuses are the ones the API answers with.
 #[test]
 fn error_codes_and_docs_agree() {
+    use tessera_core::error::Code;
     use tessera_sdk::manifest::SourceErrorKind;
     let docs = fs::read_to_string(repo_root().join("docs/errors.md")).unwrap();
-    let documented: std::collections::BTreeSet<String> = docs
+    let rows: Vec<Vec<String>> = docs
         .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .map(String::from)
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            l.split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect()
+        })
         .collect();
+    let documented: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r[1].clone()).collect();
     let mut emitted: std::collections::BTreeSet<String> = SourceErrorKind::ALL
         .iter()
         .map(|k| k.code().to_string())
         .collect();
     emitted.insert("file_unreadable".to_string());
+    for c in Code::ALL {
+        emitted.insert(c.as_str().to_string());
+        let row = rows
+            .iter()
+            .find(|r| r[1] == c.as_str())
+            .unwrap_or_else(|| panic!("{} undocumented", c.as_str()));
+        assert_eq!(
+            row[2],
+            c.status().as_u16().to_string(),
+            "documented status of {}",
+            c.as_str()
+        );
+    }
     assert_eq!(
         documented, emitted,
         "docs/errors.md and the codes in use differ"
