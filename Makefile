@@ -1,9 +1,9 @@
 # The few commands people run. `make test` is the README's test command.
 .PHONY: run test lint fmt
 
-# Until the server exists, the product is the contract check: validate the example manifest.
+# The core on its embedded SQLite store (state in .tessera/), on http://127.0.0.1:8080.
 run:
-	cargo run -q -p tessera-core -- plugin validate schemas/examples/analytics.yaml
+	cargo run -q -p tessera-core -- serve
 
 test:
 	./scripts/test

@@ -1315,3 +1315,45 @@ async fn openapi_and_routes_agree() {
         );
     }
 }
+
+/// The config schema describes the config the core reads: defaults are valid, typos are refused
+/// by both, and a bad file stops the core with its name.
+#[test]
+fn config_schema_matches_the_config_the_core_reads() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(tessera_tests::repo_root().join("schemas/config.schema.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let defaults = serde_json::to_value(tessera_core::config::Config::default()).unwrap();
+    let props: std::collections::BTreeSet<&String> =
+        schema["properties"].as_object().unwrap().keys().collect();
+    let fields: std::collections::BTreeSet<&String> =
+        defaults.as_object().unwrap().keys().collect();
+    assert_eq!(props, fields);
+    for (section, value) in defaults.as_object().unwrap() {
+        if let Some(obj) = value.as_object() {
+            let sp: std::collections::BTreeSet<&String> =
+                schema["properties"][section]["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .collect();
+            assert_eq!(sp, obj.keys().collect(), "{section}");
+        }
+    }
+    let dir = tessera_tests::core::temp_dir("badcfg");
+    let cfg = dir.join("c.yaml");
+    std::fs::write(&cfg, "probe:\n  periodSecond: 1\n").unwrap();
+    let out = std::process::Command::new(tessera_tests::tessera_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("c.yaml") && err.contains("periodSecond"),
+        "{err}"
+    );
+}
