@@ -278,13 +278,15 @@ impl Registry {
             Some(mut rec) => {
                 let same_version = rec.current.version == reg.version;
                 rec.current = deployment;
+                if same_version || !matches!(rec.state, State::Ready | State::Registering) {
+                    // Re-registering the exposed version (new URLs, or after its remote
+                    // changed), or a new version of a plugin that was not healthy: nothing
+                    // stays exposed until the probes pass again. A Ready plugin's last version
+                    // stays exposed while the new one is probed.
+                    rec.serving = None;
+                }
                 if rec.state != State::Disabled {
                     rec.state = State::Registering;
-                }
-                if same_version {
-                    // Re-registering the exposed version (new URLs, or after its remote
-                    // changed): withdraw it until the probes pass again.
-                    rec.serving = None;
                 }
                 rec.set_condition(
                     condition::REGISTERED,
@@ -440,6 +442,8 @@ impl Registry {
         let now = now_rfc3339();
         rec.disabled = None;
         rec.state = State::Registering;
+        // Shown again only once its probes pass.
+        rec.serving = None;
         rec.set_condition(
             condition::ENABLED,
             true,
@@ -730,6 +734,12 @@ impl Registry {
         let store = self.store.clone();
         let r = record.clone();
         blocking(move || store.put(&r, &events)).await?;
+        // Keep remote-entry bytes only for the versions that can still be served or probed.
+        let keep = [
+            Some(&record.current.version),
+            record.serving.as_ref().map(|s| &s.version),
+        ];
+        write(&self.remote_bytes).retain(|(n, v), _| n != &record.name || keep.contains(&Some(v)));
         write(&self.index).insert(record.name.clone(), record);
         self.publish();
         Ok(())

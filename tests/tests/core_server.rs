@@ -1164,10 +1164,14 @@ async fn sigterm_stops_cleanly_even_with_open_streams() {
     assert_eq!(core.terminate(), Some(0), "log:\n{}", core.log());
 }
 
-/// `promtool`, which the test command installs (PROMTOOL), or one on PATH.
+/// `promtool`: $PROMTOOL, the one the test command installs under target/tools, or one on PATH.
 fn promtool() -> std::path::PathBuf {
     if let Some(p) = std::env::var_os("PROMTOOL") {
         return p.into();
+    }
+    let installed = tessera_tests::repo_root().join("target/tools/prometheus/usr/bin/promtool");
+    if installed.is_file() {
+        return installed;
     }
     let found = std::env::var_os("PATH").map(|paths| {
         std::env::split_paths(&paths)
@@ -1356,4 +1360,72 @@ fn config_schema_matches_the_config_the_core_reads() {
         err.contains("c.yaml") && err.contains("periodSecond"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_unhealthy_is_shown_again_by_enable_or_a_new_version() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let p = TestPlugin::start("relay");
+    register(
+        &core,
+        &plugin_token(&core, "relay"),
+        &manifest("relay", "1.0.0"),
+        &p,
+    )
+    .await;
+    within(Duration::from_secs(5), "relay listed", || async {
+        names(&remotes(&core).await) == ["relay"]
+    })
+    .await;
+
+    // Enabling a plugin whose service is down does not show it.
+    post_admin(
+        &core,
+        &admin,
+        "/api/plugins/relay/disable",
+        json!({"reason": "maintenance"}),
+    )
+    .await;
+    p.set_ready(false);
+    let (s, _) = post_admin(&core, &admin, "/api/plugins/relay/enable", json!({})).await;
+    assert_eq!(s, 200);
+    assert!(
+        remotes(&core).await.is_empty(),
+        "shown before its probes passed"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(remotes(&core).await.is_empty());
+    p.set_ready(true);
+    within(Duration::from_secs(5), "relay back", || async {
+        names(&remotes(&core).await) == ["relay"]
+    })
+    .await;
+
+    // A Degraded plugin that registers a new version does not bring the failing one back.
+    p.set_ready(false);
+    within(Duration::from_secs(5), "relay degraded", || async {
+        remotes(&core).await.is_empty()
+    })
+    .await;
+    let (s, body) = register(
+        &core,
+        &plugin_token(&core, "relay"),
+        &manifest("relay", "1.1.0"),
+        &p,
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    assert!(
+        remotes(&core).await.is_empty(),
+        "the failing 1.0.0 came back"
+    );
+    p.set_ready(true);
+    within(Duration::from_secs(5), "relay 1.1.0", || async {
+        remotes(&core)
+            .await
+            .first()
+            .is_some_and(|r| r["version"] == "1.1.0")
+    })
+    .await;
 }
