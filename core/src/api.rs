@@ -136,20 +136,28 @@ async fn request_id(State(state): State<AppState>, mut req: Request, next: Next)
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    // The plugin a request is about, when its route names one.
+    let plugin = route
+        .split('/')
+        .position(|seg| seg == "{name}")
+        .and_then(|i| req.uri().path().split('/').nth(i))
+        .map(String::from)
+        .unwrap_or_default();
     let started = std::time::Instant::now();
     let mut res = next.run(req).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
     if let Some(ErrorBody(code, body)) = res.extensions_mut().remove::<ErrorBody>() {
         let mut body = body;
         body["error"]["requestId"] = json!(id);
         let status = res.status();
         let retry = res.headers().get(header::RETRY_AFTER).cloned();
-        tracing::info!(request_id = %id, %method, route, status = status.as_u16(), error_code = code.as_str(), "request failed");
+        tracing::info!(request_id = %id, %method, route, plugin, status = status.as_u16(), latency_ms, error_code = code.as_str(), "request failed");
         res = (status, Json(body)).into_response();
         if let Some(r) = retry {
             res.headers_mut().insert(header::RETRY_AFTER, r);
         }
     } else {
-        tracing::debug!(request_id = %id, %method, route, status = res.status().as_u16(), latency_ms = started.elapsed().as_millis() as u64, "request");
+        tracing::debug!(request_id = %id, %method, route, plugin, status = res.status().as_u16(), latency_ms, "request");
     }
     let route_label = if route.starts_with('/') {
         route

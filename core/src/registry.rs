@@ -733,7 +733,11 @@ impl Registry {
     async fn commit(&self, record: PluginRecord, events: Vec<AuditEvent>) -> Result<(), ApiError> {
         let store = self.store.clone();
         let r = record.clone();
+        let logged = events.clone();
         blocking(move || store.put(&r, &events)).await?;
+        for e in &logged {
+            tracing::info!(plugin = %record.name, state = record.state.as_str(), actor = %e.actor, action = %e.action, reason = %e.reason, request_id = e.request_id.as_deref().unwrap_or(""), "audit");
+        }
         // Keep remote-entry bytes only for the versions that can still be served or probed.
         let keep = [
             Some(&record.current.version),
