@@ -288,20 +288,7 @@ impl Registry {
                 if rec.state != State::Disabled {
                     rec.state = State::Registering;
                 }
-                rec.set_condition(
-                    condition::REGISTERED,
-                    true,
-                    Reason::RegistrationAccepted,
-                    format!("version {} registered", reg.version),
-                    &now,
-                );
-                rec.set_condition(
-                    condition::READY,
-                    false,
-                    Reason::AwaitingProbe,
-                    format!("waiting for the first probes of version {}", reg.version),
-                    &now,
-                );
+                mark_registered(&mut rec, &reg.version, &now);
                 rec.updated_at = now.clone();
                 let why = if same_version {
                     format!("re-registered version {}", reg.version)
@@ -324,20 +311,7 @@ impl Registry {
                     conditions: Vec::new(),
                     updated_at: now.clone(),
                 };
-                rec.set_condition(
-                    condition::REGISTERED,
-                    true,
-                    Reason::RegistrationAccepted,
-                    format!("version {} registered", reg.version),
-                    &now,
-                );
-                rec.set_condition(
-                    condition::READY,
-                    false,
-                    Reason::AwaitingProbe,
-                    format!("waiting for the first probes of version {}", reg.version),
-                    &now,
-                );
+                mark_registered(&mut rec, &reg.version, &now);
                 rec.set_condition(
                     condition::ENABLED,
                     true,
@@ -757,6 +731,24 @@ impl Registry {
             self.shell.send_replace(Arc::new(next));
         }
     }
+}
+
+/// Sets the conditions of a freshly accepted registration of `version`.
+fn mark_registered(rec: &mut PluginRecord, version: &str, now: &str) {
+    rec.set_condition(
+        condition::REGISTERED,
+        true,
+        Reason::RegistrationAccepted,
+        format!("version {version} registered"),
+        now,
+    );
+    rec.set_condition(
+        condition::READY,
+        false,
+        Reason::AwaitingProbe,
+        format!("waiting for the first probes of version {version}"),
+        now,
+    );
 }
 
 /// Whether the record is withdrawn for a changed remote entry.

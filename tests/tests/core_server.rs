@@ -54,6 +54,23 @@ async fn register(core: &Core, token: &str, m: &Value, p: &TestPlugin) -> (Statu
     .await
 }
 
+/// Registers `name` at `version` served by `p` and waits until the shell lists it.
+async fn register_until_listed(core: &Core, name: &str, version: &str, p: &TestPlugin) {
+    let (s, body) = register(core, &plugin_token(core, name), &manifest(name, version), p).await;
+    assert!(s.is_success(), "{body}");
+    within(
+        Duration::from_secs(5),
+        &format!("{name} {version} listed"),
+        || async {
+            remotes(core)
+                .await
+                .iter()
+                .any(|r| r["name"] == name && r["version"] == version)
+        },
+    )
+    .await;
+}
+
 async fn remotes(core: &Core) -> Vec<Value> {
     http()
         .get(format!("{}/api/shell/remotes", core.url))
@@ -277,17 +294,7 @@ async fn failing_readiness_degrades_then_recovers_with_live_events() {
     let core = Core::start(&fast_config(""));
     let admin = core.admin_token();
     let p = TestPlugin::start("gauge");
-    register(
-        &core,
-        &plugin_token(&core, "gauge"),
-        &manifest("gauge", "1.0.0"),
-        &p,
-    )
-    .await;
-    within(Duration::from_secs(5), "gauge listed", || async {
-        names(&remotes(&core).await) == ["gauge"]
-    })
-    .await;
+    register_until_listed(&core, "gauge", "1.0.0", &p).await;
 
     let mut events = Events::open(&core).await;
     assert_eq!(
@@ -354,17 +361,7 @@ async fn kill_switch_hides_at_once_and_survives_restart() {
     let mut core = Core::start(&fast_config(""));
     let admin = core.admin_token();
     let p = TestPlugin::start("ledger");
-    register(
-        &core,
-        &plugin_token(&core, "ledger"),
-        &manifest("ledger", "2.1.0"),
-        &p,
-    )
-    .await;
-    within(Duration::from_secs(5), "ledger listed", || async {
-        names(&remotes(&core).await) == ["ledger"]
-    })
-    .await;
+    register_until_listed(&core, "ledger", "2.1.0", &p).await;
     let mut events = Events::open(&core).await;
     events.next(Duration::from_secs(2)).await;
 
@@ -515,17 +512,7 @@ async fn changed_remote_bytes_withdraw_until_accepted() {
     let core = Core::start(&fast_config(""));
     let admin = core.admin_token();
     let p = TestPlugin::start("pixel");
-    register(
-        &core,
-        &plugin_token(&core, "pixel"),
-        &manifest("pixel", "1.0.0"),
-        &p,
-    )
-    .await;
-    within(Duration::from_secs(5), "pixel listed", || async {
-        names(&remotes(&core).await) == ["pixel"]
-    })
-    .await;
+    register_until_listed(&core, "pixel", "1.0.0", &p).await;
 
     p.set_remote(b"var plugin_pixel={init:function(){},get:function(){ /* tampered */ }};");
     within(Duration::from_secs(5), "pixel withdrawn", || async {
@@ -1367,17 +1354,7 @@ async fn nothing_unhealthy_is_shown_again_by_enable_or_a_new_version() {
     let core = Core::start(&fast_config(""));
     let admin = core.admin_token();
     let p = TestPlugin::start("relay");
-    register(
-        &core,
-        &plugin_token(&core, "relay"),
-        &manifest("relay", "1.0.0"),
-        &p,
-    )
-    .await;
-    within(Duration::from_secs(5), "relay listed", || async {
-        names(&remotes(&core).await) == ["relay"]
-    })
-    .await;
+    register_until_listed(&core, "relay", "1.0.0", &p).await;
 
     // Enabling a plugin whose service is down does not show it.
     post_admin(
