@@ -185,34 +185,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4, what `promtool check metrics` and every
-    /// Prometheus version read). prometheus-client writes OpenMetrics, where a counter family
-    /// `x` has samples `x_total`; here the family is named `x_total` as the classic format
-    /// wants, and the OpenMetrics `# EOF` trailer is dropped.
+    /// Prometheus version read).
     pub fn encode(&self) -> String {
         let mut om = String::new();
         if prometheus_client::encoding::text::encode(&mut om, &self.registry).is_err() {
             return String::new();
         }
-        let counters: Vec<&str> = om
-            .lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.strip_suffix(" counter"))
-            .collect();
-        let mut out = String::with_capacity(om.len() + 64);
-        for line in om.lines() {
-            if line == "# EOF" {
-                continue;
-            }
-            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
-                let rest = line.strip_prefix(p)?;
-                let (name, tail) = rest.split_once(' ')?;
-                counters
-                    .contains(&name)
-                    .then(|| format!("{p}{name}_total {tail}"))
-            });
-            out.push_str(renamed.as_deref().unwrap_or(line));
-            out.push('\n');
-        }
-        out
+        tessera_sdk::prometheus_text::classic(&om)
     }
 }

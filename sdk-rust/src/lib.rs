@@ -10,7 +10,8 @@
 //! - [`compat`]: the versions this core speaks and the compatibility check;
 //! - [`capability`]: the closed capability catalogue and the requested-vs-granted check.
 //!
-//! The plugin-side runtime (`serve`, `PluginApp`, `CoreClient`) will live here as well.
+//! With the `runtime` feature (on by default), [`runtime`] is the plugin side: `serve(app,
+//! manifest)` with the standard endpoints, the registration loop, JSON logs and metrics.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -18,7 +19,11 @@
 pub mod capability;
 pub mod compat;
 pub mod manifest;
+pub mod prometheus_text;
 pub mod range;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod time;
 
 pub use capability::Capability;
 pub use compat::Versions;

@@ -1,0 +1,439 @@
+//! The plugin-side runtime: what a plugin's backend gets by calling [`serve`].
+//!
+//! ```text
+//!   serve(app, manifest)
+//!     ├─ /healthz                process alive
+//!     ├─ /readyz                 app.ready() + UI bundle present + registration accepted
+//!     ├─ /metrics                Prometheus text: requests by route, durations, errors + app metrics
+//!     ├─ /manifest               the normalized manifest
+//!     ├─ <dir of ui.remotePath>/ the built UI files (UI_REMOTE_PATH on disk), right MIME types
+//!     ├─ <endpoints.basePath>/   app.routes()
+//!     └─ registration loop       registers with CORE_BASE_URL, retries, re-asserts (see register.rs)
+//! ```
+//!
+//! Environment: `PORT` (default 7001), `CORE_BASE_URL` (no registration when unset),
+//! `REG_TOKEN` or `REG_TOKEN_FILE`, `SERVICE_URL` (how the core reaches this service; default
+//! `http://127.0.0.1:$PORT`), `UI_REMOTE_PATH` (folder holding the built remote: remoteEntry.js
+//! and its chunks; default `ui/dist`), `PLUGIN_CONFIG` (JSON or YAML text) or
+//! `PLUGIN_CONFIG_FILE`, checked against the manifest's `configSchema` at start.
+
+mod logs;
+mod metrics;
+mod register;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use crate::manifest::{self, Format, Manifest};
+
+pub use logs::init_logging;
+pub use metrics::{AppMetrics, REQUIRED_FAMILIES};
+pub use register::{RegistrationStatus, backoff};
+
+/// A plugin's backend: its routes, readiness and life-cycle hooks.
+pub trait PluginApp: Send + Sync + 'static {
+    /// The app's own routes, served under the manifest's `endpoints.basePath`.
+    fn routes(&self) -> Router {
+        Router::new()
+    }
+
+    /// Called once the server listens, with a client for the core.
+    fn on_start(&self, core: CoreClient) -> impl Future<Output = ()> + Send {
+        let _ = core;
+        async {}
+    }
+
+    /// Called on SIGTERM/SIGINT, before the server stops.
+    fn on_stop(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
+    /// The app's own readiness; `Err(reason)` keeps `/readyz` red.
+    fn ready(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// A client for the core's plugin-facing API. More calls (`publish_event`, `register_job`,
+/// `fetch_secret`) arrive as the core grows them.
+#[derive(Clone, Debug)]
+pub struct CoreClient {
+    /// The core's base URL, when configured.
+    pub base_url: Option<String>,
+    /// The plugin's configuration (validated against `configSchema`).
+    pub config: Value,
+    /// The metrics registry `/metrics` serves; register the app's own metrics here.
+    pub metrics: AppMetrics,
+    http: reqwest::Client,
+}
+
+impl CoreClient {
+    /// The HTTP client shared with the registration loop.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// What went wrong before the plugin could serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A setting is wrong (environment or config).
+    #[error("{0}")]
+    Config(String),
+    /// The server could not start.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Settings read from the environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Port to listen on (all interfaces in a container, loopback by default).
+    pub listen: SocketAddr,
+    /// The core's base URL.
+    pub core_base_url: Option<String>,
+    /// The registration token.
+    pub token: Option<String>,
+    /// How the core reaches this service.
+    pub service_url: String,
+    /// Folder holding the built UI remote.
+    pub ui_dir: PathBuf,
+    /// The plugin's configuration.
+    pub config: Value,
+}
+
+impl Settings {
+    /// Reads the environment; `manifest` supplies the config schema.
+    pub fn from_env(m: &Manifest) -> Result<Settings, ServeError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let port: u16 = match env("PORT") {
+            Some(p) => p
+                .trim()
+                .parse()
+                .map_err(|_| ServeError::Config(format!("PORT=\"{p}\" is not a port number")))?,
+            None => 7001,
+        };
+        let host = env("LISTEN_HOST").unwrap_or_else(|| "127.0.0.1".to_string());
+        let listen: SocketAddr = format!("{host}:{port}").parse().map_err(|_| {
+            ServeError::Config(format!("LISTEN_HOST=\"{host}\" is not an IP address"))
+        })?;
+        let token = match (env("REG_TOKEN"), env("REG_TOKEN_FILE")) {
+            (Some(t), _) => Some(t.trim().to_string()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(&f)
+                    .map_err(|e| ServeError::Config(format!("REG_TOKEN_FILE={f}: {e}")))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+        let config_text = match (env("PLUGIN_CONFIG"), env("PLUGIN_CONFIG_FILE")) {
+            (Some(t), _) => Some(("PLUGIN_CONFIG".to_string(), t)),
+            (None, Some(f)) => Some((
+                format!("PLUGIN_CONFIG_FILE={f}"),
+                std::fs::read_to_string(&f)
+                    .map_err(|e| ServeError::Config(format!("PLUGIN_CONFIG_FILE={f}: {e}")))?,
+            )),
+            (None, None) => None,
+        };
+        let config = match config_text {
+            Some((source, text)) => manifest::parse_document(text.as_bytes(), Format::Yaml)
+                .map_err(|e| ServeError::Config(format!("{source}: {e}")))?,
+            None => json!({}),
+        };
+        let config = if config.is_null() { json!({}) } else { config };
+        if let Some(schema) = &m.config_schema {
+            let problems = manifest::validate_value_against(schema, &config, "");
+            if !problems.is_empty() {
+                let lines: Vec<String> = problems.iter().map(|p| format!("config{p}")).collect();
+                return Err(ServeError::Config(format!(
+                    "the plugin's configuration does not match configSchema:\n{}",
+                    lines.join("\n")
+                )));
+            }
+        }
+        Ok(Settings {
+            listen,
+            core_base_url: env("CORE_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            token,
+            service_url: env("SERVICE_URL").unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+            ui_dir: PathBuf::from(env("UI_REMOTE_PATH").unwrap_or_else(|| "ui/dist".to_string())),
+            config,
+        })
+    }
+}
+
+/// Everything the standard endpoints share.
+struct Shared<A> {
+    app: A,
+    manifest: Manifest,
+    manifest_json: Value,
+    ui_dir: PathBuf,
+    entry_file: String,
+    registration: watch::Receiver<RegistrationStatus>,
+    metrics: AppMetrics,
+}
+
+/// Loads the manifest from YAML text (usually `include_str!("../plugin.yaml")`), refusing an
+/// invalid one with every problem.
+pub fn manifest_from_yaml(text: &str) -> Result<Manifest, ServeError> {
+    Manifest::from_bytes(text.as_bytes(), Format::Yaml)
+        .map_err(|e| ServeError::Config(format!("plugin.yaml: {e}")))
+}
+
+/// Runs the plugin until SIGTERM/SIGINT: standard endpoints, the app's routes, registration.
+pub async fn serve<A: PluginApp>(app: A, manifest: Manifest) -> Result<(), ServeError> {
+    let settings = Settings::from_env(&manifest)?;
+    serve_with(app, manifest, settings).await
+}
+
+/// [`serve`] with explicit settings.
+pub async fn serve_with<A: PluginApp>(
+    app: A,
+    manifest: Manifest,
+    settings: Settings,
+) -> Result<(), ServeError> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| ServeError::Config(format!("HTTP client: {e}")))?;
+    let (reg_tx, reg_rx) = watch::channel(RegistrationStatus::NotConfigured);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let remote_path = manifest.ui.remote_path.clone();
+    let (ui_prefix, entry_file) = match remote_path.rsplit_once('/') {
+        Some((dir, file)) => (dir.to_string(), file.to_string()),
+        None => (String::new(), remote_path.clone()),
+    };
+    let base_path = manifest
+        .endpoints
+        .base_path
+        .trim_end_matches('/')
+        .to_string();
+    let shared = Arc::new(Shared {
+        manifest_json: manifest.to_json(),
+        manifest: manifest.clone(),
+        ui_dir: settings.ui_dir.clone(),
+        entry_file,
+        registration: reg_rx,
+        metrics: AppMetrics::new(),
+        app,
+    });
+
+    let app_routes = shared.app.routes();
+    let standard = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<A>))
+        .route("/metrics", get(metrics_text::<A>))
+        .route("/manifest", get(manifest_json::<A>))
+        .route(&format!("{ui_prefix}/{{*file}}"), get(ui_file::<A>))
+        .with_state(shared.clone());
+    let router = if base_path.is_empty() {
+        standard.merge(app_routes)
+    } else {
+        standard.nest(&base_path, app_routes)
+    };
+    let router = router.layer(middleware::from_fn_with_state(shared.clone(), observe::<A>));
+
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, service_url = %settings.service_url, "plugin listening");
+    println!("listening on http://{addr}");
+
+    let core = CoreClient {
+        base_url: settings.core_base_url.clone(),
+        config: settings.config.clone(),
+        metrics: shared.metrics.clone(),
+        http: http.clone(),
+    };
+    let registration = match (&settings.core_base_url, &settings.token) {
+        (Some(base), Some(token)) => Some(tokio::spawn(register::run(
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            json!({
+                "manifest": shared.manifest_json,
+                "backendUrl": settings.service_url,
+                "remoteUrl": format!("{}{}", settings.service_url.trim_end_matches('/'), remote_path),
+            }),
+            reg_tx,
+            stop_rx.clone(),
+        ))),
+        (Some(_), None) => {
+            let _ = reg_tx.send(RegistrationStatus::Rejected {
+                code: "token_missing".into(),
+                message: "CORE_BASE_URL is set but neither REG_TOKEN nor REG_TOKEN_FILE is".into(),
+            });
+            None
+        }
+        _ => None,
+    };
+    shared.app.on_start(core).await;
+
+    let stopping = shared.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            stopping.app.on_stop().await;
+        })
+        .await?;
+    if let Some(r) = registration {
+        let _ = r.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Counts and times every request by route template, inside a span carrying the W3C trace ids.
+async fn observe<A: PluginApp>(
+    State(s): State<Arc<Shared<A>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = req.method().to_string();
+    let (trace_id, parent) = logs::trace_context(req.headers());
+    let span_id = logs::new_span_id();
+    let span = tracing::info_span!("request", trace_id = %trace_id, span_id = %span_id, parent_span_id = %parent);
+    let started = Instant::now();
+    let res = {
+        use tracing::Instrument;
+        next.run(req).instrument(span.clone()).await
+    };
+    let status = res.status().as_u16();
+    s.metrics
+        .observe(&method, &route, status, started.elapsed().as_secs_f64());
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(method = %method, route = %route, status, "request failed");
+        } else {
+            tracing::debug!(method = %method, route = %route, status, "request");
+        }
+    });
+    res
+}
+
+async fn readyz<A: PluginApp>(State(s): State<Arc<Shared<A>>>) -> Response {
+    let mut reasons = Vec::new();
+    if let Err(e) = s.app.ready().await {
+        reasons.push(format!("app: {e}"));
+    }
+    if !s.ui_dir.join(&s.entry_file).is_file() {
+        reasons.push(format!(
+            "ui: {} is missing (build the UI; UI_REMOTE_PATH={})",
+            s.ui_dir.join(&s.entry_file).display(),
+            s.ui_dir.display()
+        ));
+    }
+    let reg = s.registration.borrow().clone();
+    if let Some(r) = reg.not_ready_reason() {
+        reasons.push(format!("registration: {r}"));
+    }
+    let body = json!({
+        "ready": reasons.is_empty(),
+        "plugin": s.manifest.name,
+        "version": s.manifest.version.to_string(),
+        "registration": reg,
+        "reasons": reasons,
+    });
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text<A: PluginApp>(State(s): State<Arc<Shared<A>>>) -> Response {
+    let mut res = s.metrics.encode().into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
+async fn manifest_json<A: PluginApp>(State(s): State<Arc<Shared<A>>>) -> axum::Json<Value> {
+    axum::Json(s.manifest_json.clone())
+}
+
+async fn ui_file<A: PluginApp>(
+    State(s): State<Arc<Shared<A>>>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> Response {
+    let ok = !file.is_empty()
+        && file
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+    if !ok {
+        return (StatusCode::BAD_REQUEST, "bad path").into_response();
+    }
+    let path = s.ui_dir.join(&file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut res = bytes.into_response();
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime(&file)));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            res
+        }
+        Err(_) => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}
+
+/// MIME type by extension, for the UI files.
+pub fn mime(path: &str) -> &'static str {
+    match path.rsplit('.').next().unwrap_or("") {
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "html" => "text/html; charset=utf-8",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "woff2" => "font/woff2",
+        "wasm" => "application/wasm",
+        _ => "application/octet-stream",
+    }
+}
