@@ -1,0 +1,58 @@
+// Builds the remote into dist/: remoteEntry.js (container `plugin_hello`, library type `var`,
+// publicPath `auto`) plus its chunks. Prints what it wrote; exits non-zero on any error.
+// ModuleFederationPluginV1 is rspack's webpack-5-compatible container plugin: the classic
+// container protocol (init(shareScope), get('./Panel')) with no extra runtime package.
+import { rspack } from '@rspack/core';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const started = Date.now();
+console.log('building the hello UI remote with rspack ...');
+
+const compiler = rspack({
+  context: here,
+  mode: 'production',
+  devtool: false,
+  entry: {},
+  output: {
+    path: path.join(here, 'dist'),
+    publicPath: 'auto',
+    clean: true,
+    uniqueName: 'plugin_hello',
+  },
+  resolve: { extensions: ['.ts', '.js'] },
+  module: {
+    rules: [
+      {
+        test: /\.ts$/,
+        loader: 'builtin:swc-loader',
+        options: { jsc: { parser: { syntax: 'typescript' }, target: 'es2020' } },
+        type: 'javascript/auto',
+      },
+    ],
+  },
+  plugins: [
+    new rspack.container.ModuleFederationPluginV1({
+      name: 'plugin_hello',
+      filename: 'remoteEntry.js',
+      library: { type: 'var', name: 'plugin_hello' },
+      exposes: { './Panel': './src/Panel.ts', './Routes': './src/Routes.ts' },
+    }),
+  ],
+});
+
+compiler.run((err, stats) => {
+  if (err) {
+    console.error(err);
+    process.exit(1);
+  }
+  if (stats.hasErrors()) {
+    console.error(stats.toString({ all: false, errors: true }));
+    process.exit(1);
+  }
+  const assets = stats.toJson({ assets: true }).assets ?? [];
+  for (const a of assets) console.log(`  dist/${a.name}  ${a.size} bytes`);
+  console.log(`done in ${Date.now() - started} ms`);
+  compiler.close(() => {});
+});
