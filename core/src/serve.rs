@@ -83,7 +83,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     result
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -106,13 +107,20 @@ async fn shutdown_signal() {
 
 /// JSON log lines on standard error, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
+    init_logging_to(None);
+}
+
+/// JSON log lines appended to `file` (standard error when `None`).
+pub fn init_logging_to(file: Option<std::fs::File>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(false)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_env_filter(filter);
+    let _ = match file {
+        Some(f) => builder.with_writer(std::sync::Mutex::new(f)).try_init(),
+        None => builder.with_writer(std::io::stderr).try_init(),
+    };
 }

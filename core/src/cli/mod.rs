@@ -1,6 +1,7 @@
 //! The `tessera` command line. Each subcommand is a small function over the library; exit codes
 //! are part of the contract (documented in `docs/manifest.md` for `plugin validate`).
 
+mod dev;
 mod plugin;
 mod server;
 
@@ -20,6 +21,8 @@ pub struct Cli {
 enum Command {
     /// Run the core server (SQLite store in the data dir).
     Serve(server::ServeArgs),
+    /// Run the core and the template plugin together, registered and Ready (development).
+    Dev(dev::DevArgs),
     /// Mint registration and admin tokens, offline, with the data dir's signing key.
     #[command(subcommand)]
     Token(server::TokenCommand),
@@ -33,6 +36,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => server::serve(args),
+        Command::Dev(args) => dev::dev(args),
         Command::Token(cmd) => server::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
     }
