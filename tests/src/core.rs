@@ -12,6 +12,7 @@ use crate::tessera_bin;
 #[derive(Debug)]
 pub struct Core {
     child: Option<Child>,
+    listen: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
     /// Its data dir (kept across restarts).
@@ -47,10 +48,16 @@ impl Core {
 
     /// Starts a core on an existing data dir.
     pub fn start_in(data_dir: &Path, config: &str) -> Core {
+        Core::start_at(data_dir, config, "127.0.0.1:0")
+    }
+
+    /// Starts a core on an existing data dir, listening on `listen`.
+    pub fn start_at(data_dir: &Path, config: &str, listen: &str) -> Core {
         let cfg = data_dir.join("config.yaml");
         std::fs::write(&cfg, config).expect("write config");
         let mut core = Core {
             child: None,
+            listen: listen.to_string(),
             url: String::new(),
             data_dir: data_dir.to_path_buf(),
             config: cfg,
@@ -67,7 +74,7 @@ impl Core {
             .open(&self.stderr_log)
             .expect("log file");
         let mut child = Command::new(tessera_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config)

@@ -42,6 +42,25 @@ pub fn tessera_bin() -> PathBuf {
     bin
 }
 
+/// Path of the template plugin's backend binary (`hello-plugin`), built with the workspace.
+pub fn hello_plugin_bin() -> PathBuf {
+    let bin = tessera_bin().with_file_name(format!("hello-plugin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// What a run of `tessera` printed and how it ended.
 #[derive(Debug)]
 pub struct Run {

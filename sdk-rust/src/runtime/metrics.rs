@@ -28,7 +28,7 @@ pub struct AppMetrics {
     registry: Arc<Mutex<Registry>>,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabels, Histogram>,
-    errors: Family<RouteLabels, Counter>,
+    errors: Counter,
 }
 
 impl std::fmt::Debug for AppMetrics {
@@ -62,10 +62,12 @@ impl AppMetrics {
             "HTTP request durations by method and route template",
             duration.clone(),
         );
-        let errors = Family::<RouteLabels, Counter>::default();
+        // A plain counter so the family is always exposed; by route, use
+        // plugin_http_requests_total{status=~"5.."}.
+        let errors = Counter::default();
         registry.register(
             "plugin_http_errors",
-            "HTTP responses with a 5xx status, by method and route template",
+            "HTTP responses with a 5xx status",
             errors.clone(),
         );
         AppMetrics {
@@ -95,7 +97,7 @@ impl AppMetrics {
         };
         self.duration.get_or_create(&r).observe(seconds);
         if status >= 500 {
-            self.errors.get_or_create(&r).inc();
+            self.errors.inc();
         }
     }
 
