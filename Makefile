@@ -1,8 +1,13 @@
 # The few commands people run. `make test` is the README's test command.
-.PHONY: run test lint fmt
+.PHONY: run serve test lint fmt
 
-# The core on its embedded SQLite store (state in .tessera/), on http://127.0.0.1:8080.
+# The core on its embedded SQLite store with the template plugin registered and Ready
+# (state and logs in .tessera-dev/), on http://127.0.0.1:8080. Ctrl-C stops both.
 run:
+	cargo run -q -p tessera-core -- dev
+
+# The core alone (state in .tessera/).
+serve:
 	cargo run -q -p tessera-core -- serve
 
 test:

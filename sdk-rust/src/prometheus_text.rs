@@ -3,6 +3,14 @@
 //! Prometheus and `promtool check metrics` read, names the family `x_total` and has no trailer.
 //! This converts the one into the other, for the core and plugins alike.
 
+/// Families every plugin's `/metrics` exposes (the SDK runtime serves them; `tessera plugin
+/// check` requires them).
+pub const REQUIRED_PLUGIN_FAMILIES: [&str; 3] = [
+    "plugin_http_requests_total",
+    "plugin_http_request_duration_seconds",
+    "plugin_http_errors_total",
+];
+
 /// OpenMetrics text from prometheus-client -> Prometheus text format 0.0.4.
 pub fn classic(openmetrics: &str) -> String {
     let counters: Vec<&str> = openmetrics

@@ -59,6 +59,12 @@ impl TestPlugin {
         let app = Router::new()
             .route("/readyz", get(readyz))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/manifest",
+                get(|| async {
+                    axum::Json(serde_json::json!({"name": "Bad Name", "version": "1.0"}))
+                }),
+            )
             .route("/mf/remoteEntry.js", get(remote))
             .route("/mf/chunk.js", get(chunk))
             .route(

@@ -31,7 +31,7 @@ impl Plugin {
         std::fs::create_dir_all(&dist).unwrap();
         std::fs::write(
             dist.join("remoteEntry.js"),
-            "var plugin_hello={init:function(){},get:function(){}};\n",
+            "var plugin_hello={init:function(){},get:function(m){return Promise.resolve({\"./Panel\":1,\"./Routes\":1}[m]);}};\n",
         )
         .unwrap();
         let log = dir.join("plugin.log");
@@ -418,5 +418,98 @@ fn tessera_dev_reaches_ready_and_stops_cleanly() {
     assert!(
         get(&format!("http://127.0.0.1:{plugin_port}/healthz")).is_none(),
         "the plugin was stopped too"
+    );
+}
+
+#[test]
+fn plugin_check_passes_on_the_template_and_names_what_fails() {
+    let p = Plugin::start(None, None, free_port(), &[]);
+    let run = tessera(&[
+        "plugin",
+        "check",
+        "--url",
+        &p.url,
+        "--manifest",
+        "plugin-template/plugin.yaml",
+    ]);
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    for check in [
+        "healthz",
+        "readyz",
+        "metrics",
+        "manifest schema",
+        "manifest matches",
+        "remote entry",
+    ] {
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with("PASS") && l.contains(check)),
+            "{check}:\n{}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.trim_end().ends_with("6 passed, 0 failed"),
+        "{}",
+        run.stdout
+    );
+
+    // A manifest that differs from the one served.
+    let dir = temp_dir("check");
+    let other = dir.join("plugin.yaml");
+    let text = std::fs::read_to_string(repo_root().join("plugin-template/plugin.yaml")).unwrap();
+    std::fs::write(&other, text.replace("title: Hello", "title: Bonjour")).unwrap();
+    let run = tessera(&[
+        "plugin",
+        "check",
+        "--url",
+        &p.url,
+        "--manifest",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let fail = run.stdout.lines().find(|l| l.starts_with("FAIL")).unwrap();
+    assert!(
+        fail.contains("manifest matches") && fail.contains("/ui/contributions/panels"),
+        "{fail}"
+    );
+
+    // A service with a broken /manifest (and no metrics): each failing check is named.
+    let bad = tessera_tests::plugin_server::TestPlugin::start("hello");
+    let run = tessera(&["plugin", "check", "--url", &bad.url]);
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let failed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert!(
+        failed.iter().any(|l| l.contains("manifest schema")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        failed.iter().any(|l| l.contains("metrics")),
+        "{}",
+        run.stdout
+    );
+
+    // Nothing listening at all.
+    let run = tessera(&[
+        "plugin",
+        "check",
+        "--url",
+        &format!("http://127.0.0.1:{}", free_port()),
+    ]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .starts_with("FAIL  healthz"),
+        "{}",
+        run.stdout
     );
 }

@@ -1,6 +1,7 @@
 //! The `tessera` command line. Each subcommand is a small function over the library; exit codes
 //! are part of the contract (documented in `docs/manifest.md` for `plugin validate`).
 
+mod check;
 mod dev;
 mod plugin;
 mod server;

@@ -26,6 +26,9 @@ pub(crate) enum PluginCommand {
     /// Exit status: 0 valid; 1 invalid (every problem printed as `<path>: <message>`);
     /// 2 the file cannot be read or is not YAML/JSON.
     Validate(ValidateArgs),
+    /// Check a running plugin service against the contract (health, readiness, metrics,
+    /// manifest, remote entry). Exit status 1 on any failed check.
+    Check(super::check::CheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +57,7 @@ fn parse_version(s: &str) -> Result<Version, String> {
 pub(crate) fn run(cmd: PluginCommand) -> ExitCode {
     match cmd {
         PluginCommand::Validate(args) => validate(&args),
+        PluginCommand::Check(args) => super::check::check(args),
     }
 }
 

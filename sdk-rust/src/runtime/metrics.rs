@@ -37,12 +37,7 @@ impl std::fmt::Debug for AppMetrics {
     }
 }
 
-/// Families every plugin's `/metrics` has (what `tessera plugin check` looks for).
-pub const REQUIRED_FAMILIES: [&str; 3] = [
-    "plugin_http_requests_total",
-    "plugin_http_request_duration_seconds",
-    "plugin_http_errors_total",
-];
+pub use crate::prometheus_text::REQUIRED_PLUGIN_FAMILIES as REQUIRED_FAMILIES;
 
 impl AppMetrics {
     /// A registry with the standard families.
