@@ -30,8 +30,9 @@ use crate::model::PluginRecord;
 use crate::policy;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Actor, Registration, Registry};
+use crate::shell;
 use crate::store::AuditQuery;
-use crate::telemetry::{HttpLabels, Metrics, OutcomeLabels, RouteLabels};
+use crate::telemetry::{HttpLabels, Metrics, OutcomeLabels, PluginLabels, RouteLabels};
 
 /// Largest request body accepted (registration carries a manifest of at most 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -84,6 +85,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/shell/events"),
     ("POST", "/api/shell/reports"),
     ("GET", "/plugins/{name}/{version}/{path}"),
+    ("GET", "/"),
+    ("GET", "/shell/shell.js"),
+    ("GET", "/shell/shell.css"),
+    ("POST", "/api/shell/csp-reports"),
 ];
 
 /// The router.
@@ -106,6 +111,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/shell/events", get(shell_events))
         .route("/api/shell/reports", post(shell_report))
         .route("/plugins/{name}/{version}/{*path}", get(asset))
+        .route("/", get(shell_page))
+        .route("/shell/shell.js", get(|| async { shell::asset(shell::SHELL_JS, "text/javascript; charset=utf-8") }))
+        .route("/shell/shell.css", get(|| async { shell::asset(shell::SHELL_CSS, "text/css; charset=utf-8") }))
+        .route("/api/shell/csp-reports", post(csp_report))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -859,6 +868,47 @@ async fn shell_report(
         .report_ui(&r.plugin, &r.version, r.ok, &message, &actor)
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+async fn shell_page(State(state): State<AppState>) -> Response {
+    shell::page(&state.config.shell.remote_origins)
+}
+
+/// A browser's CSP violation report (`application/csp-report`, or the Reporting API's JSON).
+async fn csp_report(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state.limiter.check(&format!("csp:{}", peer.ip()), 120, "reports from this address")?;
+    let bytes = read_body(&headers, body).await?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("not a CSP report: {e}")))?;
+    let reports: Vec<&Value> = match &v {
+        Value::Array(items) => items.iter().map(|i| i.get("body").unwrap_or(i)).collect(),
+        other => vec![other.get("csp-report").unwrap_or(other)],
+    };
+    for r in reports {
+        let blocked = r
+            .get("blocked-uri")
+            .or_else(|| r.get("blockedURL"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let directive = r
+            .get("violated-directive")
+            .or_else(|| r.get("effectiveDirective"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Only names of known plugins become labels, so reports cannot grow the series.
+        let plugin = shell::plugin_of(blocked)
+            .filter(|n| state.registry.get(n).is_some())
+            .unwrap_or("unknown")
+            .to_string();
+        tracing::warn!(plugin = %plugin, blocked = %blocked.chars().take(300).collect::<String>(), directive = %directive.chars().take(100).collect::<String>(), "content security policy violation");
+        state.metrics.csp_violations.get_or_create(&PluginLabels { plugin }).inc();
+    }
+    Ok(shell::no_content())
 }
 
 // === assets ===

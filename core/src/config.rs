@@ -23,6 +23,17 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The remote-asset cache.
     pub assets: AssetsConfig,
+    /// The web shell.
+    pub shell: ShellConfig,
+}
+
+/// The reference web shell.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ShellConfig {
+    /// Origins (scheme://host[:port]) remotes may also be loaded from, such as a CDN; added to
+    /// the shell's Content-Security-Policy `script-src`.
+    pub remote_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -34,6 +45,7 @@ impl Default for Config {
             url_policy: UrlPolicyConfig::default(),
             rate_limit: RateLimitConfig::default(),
             assets: AssetsConfig::default(),
+            shell: ShellConfig::default(),
         }
     }
 }
@@ -152,6 +164,14 @@ impl Config {
         }
         if p.failure_threshold == 0 || p.success_threshold == 0 || p.concurrency == 0 {
             return Err("probe thresholds and concurrency must be at least 1".into());
+        }
+        for o in &self.shell.remote_origins {
+            let ok = (o.starts_with("https://") || o.starts_with("http://"))
+                && !o.trim_end_matches('/').contains(|c: char| c.is_whitespace() || c == ';' || c == '\'' || c == '"')
+                && o.matches('/').count() == 2;
+            if !ok {
+                return Err(format!("shell.remoteOrigins: \"{o}\" is not an origin (scheme://host[:port])"));
+            }
         }
         if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0
         {

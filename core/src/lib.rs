@@ -22,5 +22,6 @@ pub mod probe;
 pub mod ratelimit;
 pub mod registry;
 pub mod serve;
+pub mod shell;
 pub mod store;
 pub mod telemetry;

@@ -45,6 +45,13 @@ pub struct StateLabels {
     pub state: String,
 }
 
+/// Plugin label (only names of registered plugins, or `unknown`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Plugin name.
+    pub plugin: String,
+}
+
 /// Reason label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -75,6 +82,8 @@ pub struct Metrics {
     pub asset_bytes: Counter,
     /// Open `/api/shell/events` streams.
     pub sse_clients: Gauge,
+    /// Content-Security-Policy violations reported by shells, by plugin.
+    pub csp_violations: Family<PluginLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -151,6 +160,12 @@ impl Metrics {
             "Open shell event streams",
             sse_clients.clone(),
         );
+        let csp_violations = Family::<PluginLabels, Counter>::default();
+        registry.register(
+            "csp_violations",
+            "Content-Security-Policy violations reported by shells, by plugin (unknown when the blocked URL names none)",
+            csp_violations.clone(),
+        );
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -170,6 +185,7 @@ impl Metrics {
             asset_misses,
             asset_bytes,
             sse_clients,
+            csp_violations,
         }
     }
 

@@ -166,7 +166,7 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
         match ready {
             Ok(()) => {
                 println!("ready    {} {} is Ready", manifest.name, manifest.version);
-                println!("remotes  {base}/api/shell/remotes  (live: {base}/api/shell/events)");
+                println!("shell    {base}/  (open it in a browser)");
                 println!("admin token (12h):\n{admin_token}");
                 println!("Ctrl-C stops both.");
             }
