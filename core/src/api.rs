@@ -112,8 +112,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/shell/reports", post(shell_report))
         .route("/plugins/{name}/{version}/{*path}", get(asset))
         .route("/", get(shell_page))
-        .route("/shell/shell.js", get(|| async { shell::asset(shell::SHELL_JS, "text/javascript; charset=utf-8") }))
-        .route("/shell/shell.css", get(|| async { shell::asset(shell::SHELL_CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/shell/shell.js",
+            get(|| async { shell::asset(shell::SHELL_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/shell/shell.css",
+            get(|| async { shell::asset(shell::SHELL_CSS, "text/css; charset=utf-8") }),
+        )
         .route("/api/shell/csp-reports", post(csp_report))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -881,7 +887,11 @@ async fn csp_report(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state.limiter.check(&format!("csp:{}", peer.ip()), 120, "reports from this address")?;
+    state.limiter.check(
+        &format!("csp:{}", peer.ip()),
+        120,
+        "reports from this address",
+    )?;
     let bytes = read_body(&headers, body).await?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("not a CSP report: {e}")))?;
@@ -906,7 +916,11 @@ async fn csp_report(
             .unwrap_or("unknown")
             .to_string();
         tracing::warn!(plugin = %plugin, blocked = %blocked.chars().take(300).collect::<String>(), directive = %directive.chars().take(100).collect::<String>(), "content security policy violation");
-        state.metrics.csp_violations.get_or_create(&PluginLabels { plugin }).inc();
+        state
+            .metrics
+            .csp_violations
+            .get_or_create(&PluginLabels { plugin })
+            .inc();
     }
     Ok(shell::no_content())
 }

@@ -167,10 +167,14 @@ impl Config {
         }
         for o in &self.shell.remote_origins {
             let ok = (o.starts_with("https://") || o.starts_with("http://"))
-                && !o.trim_end_matches('/').contains(|c: char| c.is_whitespace() || c == ';' || c == '\'' || c == '"')
+                && !o
+                    .trim_end_matches('/')
+                    .contains(|c: char| c.is_whitespace() || c == ';' || c == '\'' || c == '"')
                 && o.matches('/').count() == 2;
             if !ok {
-                return Err(format!("shell.remoteOrigins: \"{o}\" is not an origin (scheme://host[:port])"));
+                return Err(format!(
+                    "shell.remoteOrigins: \"{o}\" is not an origin (scheme://host[:port])"
+                ));
             }
         }
         if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0

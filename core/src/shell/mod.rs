@@ -32,8 +32,10 @@ pub fn csp(remote_origins: &[String]) -> String {
 /// A static file with a content type and a short cache.
 pub fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut res = Response::new(Body::from(body));
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -49,10 +51,15 @@ pub fn page(remote_origins: &[String]) -> Response {
 /// The plugin a blocked URL belongs to, when it is under `/plugins/<name>/`.
 pub fn plugin_of(blocked: &str) -> Option<&str> {
     let path = match blocked.find("://") {
-        Some(i) => &blocked[i + 3..].find('/').map_or("", |j| &blocked[i + 3 + j..]),
+        Some(i) => &blocked[i + 3..]
+            .find('/')
+            .map_or("", |j| &blocked[i + 3 + j..]),
         None => blocked,
     };
-    path.strip_prefix("/plugins/")?.split('/').next().filter(|n| !n.is_empty())
+    path.strip_prefix("/plugins/")?
+        .split('/')
+        .next()
+        .filter(|n| !n.is_empty())
 }
 
 /// 204, for report endpoints.
@@ -67,14 +74,20 @@ mod tests {
     #[test]
     fn policy_names_declared_origins_and_no_unsafe_sources() {
         let p = csp(&["https://cdn.example.com".into()]);
-        assert!(p.contains("script-src 'self' https://cdn.example.com;"), "{p}");
+        assert!(
+            p.contains("script-src 'self' https://cdn.example.com;"),
+            "{p}"
+        );
         assert!(p.contains("frame-ancestors 'none'") && p.contains("connect-src 'self'"));
         assert!(!p.contains("unsafe-inline") && !p.contains("unsafe-eval"));
     }
 
     #[test]
     fn blocked_urls_are_attributed_to_plugins() {
-        assert_eq!(plugin_of("http://127.0.0.1:8080/plugins/hello/0.1.0/remoteEntry.js"), Some("hello"));
+        assert_eq!(
+            plugin_of("http://127.0.0.1:8080/plugins/hello/0.1.0/remoteEntry.js"),
+            Some("hello")
+        );
         assert_eq!(plugin_of("/plugins/x/1/a.js"), Some("x"));
         assert_eq!(plugin_of("https://evil.example/x.js"), None);
         assert_eq!(plugin_of("inline"), None);

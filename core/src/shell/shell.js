@@ -109,7 +109,7 @@ async function mountPlugin(remote) {
     await container.init({});
     entry.container = container;
   } catch (e) {
-    const el = errorCard(remote, 'load');
+    const el = errorCard(remote, 'load', e);
     panelsEl.append(el);
     entry.panels.push({ id: `${remote.name}.error`, el, unmount: null });
     report(remote, false, 'load', e);
