@@ -51,7 +51,7 @@ pub fn page(remote_origins: &[String]) -> Response {
 /// The plugin a blocked URL belongs to, when it is under `/plugins/<name>/`.
 pub fn plugin_of(blocked: &str) -> Option<&str> {
     let path = match blocked.find("://") {
-        Some(i) => &blocked[i + 3..]
+        Some(i) => blocked[i + 3..]
             .find('/')
             .map_or("", |j| &blocked[i + 3 + j..]),
         None => blocked,
