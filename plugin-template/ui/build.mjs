@@ -21,7 +21,12 @@ const compiler = rspack({
     clean: true,
     uniqueName: 'plugin_hello',
   },
-  resolve: { extensions: ['.ts', '.js'] },
+  resolve: {
+    extensions: ['.ts', '.js'],
+    // In this repository the SDK comes from its source; a plugin outside it installs
+    // @tessera/plugin-sdk from npm and drops this alias.
+    alias: { '@tessera/plugin-sdk': path.join(here, '../../sdk-web/src/index.ts') },
+  },
   module: {
     rules: [
       {

@@ -1,6 +1,6 @@
 // The hello plugin's panel (exposed as ./Panel). The shell calls mount(el, ctx) and the returned
 // function when it removes the panel. Text is set with textContent, never as HTML.
-import type { PluginContext, Unmount } from './context';
+import { definePanel, type PluginContext, type Unmount } from '@tessera/plugin-sdk';
 
 export function mount(el: HTMLElement, ctx: PluginContext): Unmount {
   const box = document.createElement('section');
@@ -12,7 +12,14 @@ export function mount(el: HTMLElement, ctx: PluginContext): Unmount {
   detail.textContent = `${ctx.plugin.name} ${ctx.plugin.version}, a Module Federation remote served through the core.`;
   box.append(title, detail);
   el.append(box);
-  return () => box.remove();
+  // Follow the shell's plugin list while mounted.
+  const unsubscribe = ctx.sdk.events.subscribe('plugins.changed', (list) => {
+    box.dataset.plugins = String(list.length);
+  });
+  return () => {
+    unsubscribe();
+    box.remove();
+  };
 }
 
-export default { mount };
+export default definePanel({ mount });

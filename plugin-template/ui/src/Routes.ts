@@ -1,6 +1,6 @@
 // The hello plugin's pages (exposed as ./Routes): one component per route in plugin.yaml's
 // ui.contributions.routes, by the name given there (`component: HelloPage`).
-import type { PluginContext, Unmount } from './context';
+import { defineRoutes, type PluginContext, type Unmount } from '@tessera/plugin-sdk';
 
 export const HelloPage = {
   mount(el: HTMLElement, ctx: PluginContext): Unmount {
@@ -16,4 +16,4 @@ export const HelloPage = {
   },
 };
 
-export default { HelloPage };
+export default defineRoutes({ HelloPage });
