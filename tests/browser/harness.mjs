@@ -76,24 +76,34 @@ export async function startHello(core) {
   return { port, kill: () => child.kill('SIGKILL') };
 }
 
-/** A plugin service of the tests' own: /readyz and a hand-written remote entry. */
-export async function startFake(core, name, { title, remoteJs }) {
+/** A plugin service of the tests' own: /readyz and a hand-written remote entry per version. */
+export async function startFake(core, name, { title, remoteJs, version = '1.0.0' }) {
+  const remotes = new Map([[version, remoteJs]]);
   const server = createServer((req, res) => {
     if (req.url === '/readyz') { res.end('ok'); return; }
-    if (req.url === '/mf/remoteEntry.js') { res.setHeader('content-type', 'text/javascript'); res.end(remoteJs); return; }
+    const m = req.url.match(/^\/mf\/([^/]+)\/remoteEntry\.js$/);
+    if (m && remotes.has(m[1])) { res.setHeader('content-type', 'text/javascript'); res.end(remotes.get(m[1])); return; }
     res.statusCode = 404; res.end();
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${server.address().port}`;
-  const manifest = { name, version: '1.0.0', compat: { core: '^1.0' }, capabilities: ['ui:panel'], ui: { contributions: { panels: [{ id: `${name}.main`, title }] } } };
-  const res = await fetch(`${core.url}/api/plugins/register`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${core.token('--plugin', name, '--capabilities', 'ui:panel')}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ manifest, backendUrl: base, remoteUrl: `${base}/mf/remoteEntry.js` }),
-  });
-  if (res.status !== 201) throw new Error(`registering ${name}: ${res.status} ${await res.text()}`);
-  await waitFor(`${name} Ready`, async () => (await core.api('GET', `/api/plugins/${name}`)).state === 'Ready');
-  return { base, close: () => server.close() };
+  const token = core.token('--plugin', name, '--capabilities', 'ui:panel');
+  const register = async (v, js) => {
+    remotes.set(v, js);
+    const manifest = { name, version: v, compat: { core: '^1.0' }, capabilities: ['ui:panel'], ui: { remotePath: `/mf/${v}/remoteEntry.js`, contributions: { panels: [{ id: `${name}.main`, title }] } } };
+    const res = await fetch(`${core.url}/api/plugins/register`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ manifest, backendUrl: base, remoteUrl: `${base}/mf/${v}/remoteEntry.js` }),
+    });
+    if (res.status !== 201) throw new Error(`registering ${name} ${v}: ${res.status} ${await res.text()}`);
+    await waitFor(`${name} ${v} Ready`, async () => {
+      const p = await core.api('GET', `/api/plugins/${name}`);
+      return p.state === 'Ready' && p.servingVersion === v;
+    });
+  };
+  await register(version, remoteJs);
+  return { base, register, close: () => server.close() };
 }
 
 export async function freePort() {

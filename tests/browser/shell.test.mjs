@@ -131,4 +131,19 @@ test('a CDN origin declared by the admin is in the policy', async () => {
   assert.match(csp, /frame-ancestors 'none'/);
 });
 
+test('a new version replaces the old one without a reload', async () => {
+  const { core, page } = await setup();
+  const js = (text) => `var plugin_atlas={init:function(){},get:function(m){return Promise.resolve(function(){return {mount:function(el){el.textContent=${JSON.stringify(text)}}}})}};`;
+  const atlas = await startFake(core, 'atlas', { title: 'Atlas', remoteJs: js('atlas one') });
+  cleanups.push(() => atlas.close());
+  await page.goto(core.url + '/');
+  await panel(page, 'atlas').getByText('atlas one').waitFor({ timeout: 10000 });
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await atlas.register('1.1.0', js('atlas two'));
+  await panel(page, 'atlas').getByText('atlas two').waitFor({ timeout: 5000 });
+  assert.equal(await panel(page, 'atlas').count(), 1, 'the old panel is gone');
+  assert.equal(await page.evaluate(() => window.__sameDocument), true, 'no reload');
+  assert.match(await panel(page, 'atlas').locator('.meta').textContent(), /atlas 1\.1\.0/);
+});
+
 void root;
