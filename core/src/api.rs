@@ -743,28 +743,63 @@ async fn audit(
 
 async fn shell_remotes(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let snap = state.registry.shell();
-    let etag = HeaderValue::from_str(&snap.etag).unwrap_or(HeaderValue::from_static("\"0\""));
+    // Browsers send Accept-Encoding: gzip; the compressed bytes were built with the list.
+    let gzip = accepts_gzip(&headers);
+    let etag_text = if gzip {
+        format!("{}-gzip\"", snap.etag.trim_end_matches('"'))
+    } else {
+        snap.etag.clone()
+    };
+    let etag = HeaderValue::from_str(&etag_text).unwrap_or(HeaderValue::from_static("\"0\""));
     let matches = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.split(',')
-                .any(|t| t.trim() == snap.etag || t.trim() == "*")
+            v.split(',').map(str::trim).any(|t| {
+                let t = t.strip_prefix("W/").unwrap_or(t);
+                t == snap.etag || t == etag_text || t == "*"
+            })
         });
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let mut r = Response::new(Body::from(snap.body.clone()));
+        let body = if gzip {
+            snap.gzip.clone()
+        } else {
+            snap.body.clone()
+        };
+        let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if gzip {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        }
         r
     };
-    res.headers_mut().insert(header::ETAG, etag);
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let h = res.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     res
+}
+
+/// Whether the client accepts gzip (and has not refused it with `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|enc| {
+            let mut parts = enc.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q_zero =
+                parts.any(|p| p.replace(' ', "") == "q=0" || p.replace(' ', "") == "q=0.0");
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
 }
 
 async fn shell_events(

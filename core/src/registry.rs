@@ -109,14 +109,17 @@ pub struct ProbeStats {
     pub last_latency_ms: Option<u64>,
 }
 
-/// The shell list, serialized once per change.
+/// The shell list, serialized (and gzip-compressed) once per change, so serving it costs no
+/// per-request work: readers share these bytes by reference.
 #[derive(Clone, Debug)]
 pub struct ShellSnapshot {
     /// Bumps on every change of the list.
     pub generation: u64,
     /// The JSON body of `GET /api/shell/remotes`.
     pub body: bytes::Bytes,
-    /// Its strong ETag.
+    /// The same body, gzip-compressed (what browsers accept).
+    pub gzip: bytes::Bytes,
+    /// Its strong ETag (of the JSON; the gzip variant carries it with a `-gzip` suffix).
     pub etag: String,
 }
 
@@ -833,9 +836,22 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
     );
     ShellSnapshot {
         generation,
+        gzip: gzip(&body).into(),
         body: body.into(),
         etag,
     }
+}
+
+/// Gzip at the best ratio: done once per change of the list, not per request.
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 64),
+        flate2::Compression::best(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(bytes);
+    enc.finish().unwrap_or_default()
 }
 
 fn audit(

@@ -1406,3 +1406,55 @@ async fn nothing_unhealthy_is_shown_again_by_enable_or_a_new_version() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shell_list_is_served_precompressed_to_clients_that_accept_gzip() {
+    use std::io::Read;
+    let core = Core::start(&fast_config(""));
+    let p = TestPlugin::start("zipper");
+    register_until_listed(&core, "zipper", "1.0.0", &p).await;
+    let url = format!("{}/api/shell/remotes", core.url);
+    let plain = http().get(&url).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_etag = plain.headers()["etag"].to_str().unwrap().to_string();
+    let plain_body = plain.bytes().await.unwrap();
+
+    let res = http()
+        .get(&url)
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    assert_eq!(res.headers()["vary"], "accept-encoding");
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(
+        etag, plain_etag,
+        "the two representations have their own tags"
+    );
+    let zipped = res.bytes().await.unwrap();
+    let mut unzipped = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut unzipped)
+        .unwrap();
+    assert_eq!(unzipped, plain_body.to_vec());
+
+    let res = http()
+        .get(&url)
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let res = http()
+        .get(&url)
+        .header("accept-encoding", "gzip;q=0, identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.headers().get("content-encoding").is_none(),
+        "gzip refused with q=0"
+    );
+}
