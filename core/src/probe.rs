@@ -137,9 +137,17 @@ pub async fn run(
                 let _ = done.send(name);
             });
         }
+        // Wake at the earliest due time (so exposure flips as soon as a round is due), and at
+        // least every `tick` to pick up newly registered plugins.
+        let now = Instant::now();
+        let wake = due
+            .values()
+            .map(|d| d.saturating_duration_since(now))
+            .min()
+            .map_or(tick, |d| d.min(tick));
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(wake) => {}
             Some(name) = done_rx.recv() => {
                 in_flight.remove(&name);
                 due.insert(name.clone(), Instant::now() + jittered(period));
