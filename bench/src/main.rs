@@ -94,9 +94,21 @@ fn manifest(i: usize) -> Value {
 async fn main() {
     match Cli::parse().cmd {
         Cmd::FakePlugins { port, count } => fake_plugins(port, count).await,
-        Cmd::Register { core, data_dir, fake, count, offset, concurrency } => register(&core, &data_dir, &fake, count, offset, concurrency).await,
+        Cmd::Register {
+            core,
+            data_dir,
+            fake,
+            count,
+            offset,
+            concurrency,
+        } => register(&core, &data_dir, &fake, count, offset, concurrency).await,
         Cmd::SqliteBaseline { dir, rows, size } => sqlite_baseline(&dir, rows, size),
-        Cmd::Gating { core, fake, plugin, trials } => gating(&core, &fake, plugin, trials).await,
+        Cmd::Gating {
+            core,
+            fake,
+            plugin,
+            trials,
+        } => gating(&core, &fake, plugin, trials).await,
     }
 }
 
@@ -108,10 +120,23 @@ async fn fake_plugins(port: u16, count: usize) {
         .route("/p/{i}/readyz", get(readyz))
         .route("/p/{i}/ready/{on}", post(set_ready))
         .route("/p/{i}/mf/remoteEntry.js", get(remote))
-        .route("/p/{i}/mf/chunk.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], "console.log('chunk');\n".repeat(200)) }))
+        .route(
+            "/p/{i}/mf/chunk.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript")],
+                    "console.log('chunk');\n".repeat(200),
+                )
+            }),
+        )
         .with_state(ready);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    println!("{}", json!({"listening": format!("http://127.0.0.1:{port}"), "plugins": count}));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    println!(
+        "{}",
+        json!({"listening": format!("http://127.0.0.1:{port}"), "plugins": count})
+    );
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -122,7 +147,10 @@ async fn readyz(State(r): State<Arc<Vec<AtomicBool>>>, Path(i): Path<usize>) -> 
     }
 }
 
-async fn set_ready(State(r): State<Arc<Vec<AtomicBool>>>, Path((i, on)): Path<(usize, u8)>) -> StatusCode {
+async fn set_ready(
+    State(r): State<Arc<Vec<AtomicBool>>>,
+    Path((i, on)): Path<(usize, u8)>,
+) -> StatusCode {
     match r.get(i) {
         Some(b) => {
             b.store(on == 1, Ordering::SeqCst);
@@ -134,21 +162,47 @@ async fn set_ready(State(r): State<Arc<Vec<AtomicBool>>>, Path((i, on)): Path<(u
 
 async fn remote(Path(i): Path<usize>) -> impl IntoResponse {
     let scope = name(i).replace('-', "_");
-    ([(header::CONTENT_TYPE, "text/javascript")], format!("var plugin_{scope}={{init:function(){{}},get:function(m){{return Promise.resolve(function(){{return {{}};}});}}}};\n"))
+    (
+        [(header::CONTENT_TYPE, "text/javascript")],
+        format!(
+            "var plugin_{scope}={{init:function(){{}},get:function(m){{return Promise.resolve(function(){{return {{}};}});}}}};\n"
+        ),
+    )
 }
 
 // === registration ===
 
-async fn register(core: &str, data_dir: &std::path::Path, fake: &str, count: usize, offset: usize, concurrency: usize) {
+async fn register(
+    core: &str,
+    data_dir: &std::path::Path,
+    fake: &str,
+    count: usize,
+    offset: usize,
+    concurrency: usize,
+) {
     let keys = Arc::new(Keys::load_or_create(data_dir).unwrap());
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for i in offset..offset + count {
-        let (token, _) = keys.issue_registration(&name(i), &[Capability::UiPanel, Capability::UiRoute], None, None).unwrap();
+        let (token, _) = keys
+            .issue_registration(
+                &name(i),
+                &[Capability::UiPanel, Capability::UiRoute],
+                None,
+                None,
+            )
+            .unwrap();
         let body = json!({"manifest": manifest(i), "backendUrl": format!("{fake}/p/{i}"), "remoteUrl": format!("{fake}/p/{i}/mf/remoteEntry.js")});
-        let (client, sem, url) = (client.clone(), sem.clone(), format!("{core}/api/plugins/register"));
+        let (client, sem, url) = (
+            client.clone(),
+            sem.clone(),
+            format!("{core}/api/plugins/register"),
+        );
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await.unwrap();
             let t = Instant::now();
@@ -167,7 +221,10 @@ async fn register(core: &str, data_dir: &std::path::Path, fake: &str, count: usi
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort_by(f64::total_cmp);
-    println!("{}", json!({"registrations": count, "failed": failed, "seconds": secs, "per_second": count as f64 / secs, "p50_ms": pct(&lat, 50.0), "p99_ms": pct(&lat, 99.0)}));
+    println!(
+        "{}",
+        json!({"registrations": count, "failed": failed, "seconds": secs, "per_second": count as f64 / secs, "p50_ms": pct(&lat, 50.0), "p99_ms": pct(&lat, 99.0)})
+    );
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -185,17 +242,26 @@ fn sqlite_baseline(dir: &std::path::Path, rows: usize, size: usize) {
     let path = dir.join("baseline.db");
     let _ = std::fs::remove_file(&path);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let _: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).unwrap();
+    let _: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
     conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t (name TEXT PRIMARY KEY, record TEXT NOT NULL, updated_at TEXT NOT NULL);").unwrap();
     let blob = "x".repeat(size);
     let started = Instant::now();
     for i in 0..rows {
         conn.execute_batch("BEGIN").unwrap();
-        conn.execute("INSERT INTO t (name, record, updated_at) VALUES (?1, ?2, ?3)", rusqlite::params![name(i), blob, "2026-01-01T00:00:00Z"]).unwrap();
+        conn.execute(
+            "INSERT INTO t (name, record, updated_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![name(i), blob, "2026-01-01T00:00:00Z"],
+        )
+        .unwrap();
         conn.execute_batch("COMMIT").unwrap();
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("{}", json!({"commits": rows, "seconds": secs, "per_second": rows as f64 / secs, "row_bytes": size}));
+    println!(
+        "{}",
+        json!({"commits": rows, "seconds": secs, "per_second": rows as f64 / secs, "row_bytes": size})
+    );
 }
 
 // === gating latency ===
@@ -206,14 +272,26 @@ async fn gating(core: &str, fake: &str, plugin: usize, trials: usize) {
     let mut samples = Vec::with_capacity(trials);
     for _ in 0..trials {
         // Make sure it is listed, then open the stream and flip readiness red.
-        client.post(format!("{fake}/p/{plugin}/ready/1")).send().await.unwrap();
+        client
+            .post(format!("{fake}/p/{plugin}/ready/1"))
+            .send()
+            .await
+            .unwrap();
         wait_listed(&client, core, &n, true).await;
-        let mut res = client.get(format!("{core}/api/shell/events")).send().await.unwrap();
+        let mut res = client
+            .get(format!("{core}/api/shell/events"))
+            .send()
+            .await
+            .unwrap();
         let mut buf = String::new();
         // Skip the current list.
         read_event(&mut res, &mut buf).await;
         let flipped = Instant::now();
-        client.post(format!("{fake}/p/{plugin}/ready/0")).send().await.unwrap();
+        client
+            .post(format!("{fake}/p/{plugin}/ready/0"))
+            .send()
+            .await
+            .unwrap();
         loop {
             let data = read_event(&mut res, &mut buf).await;
             if !data.contains(&format!("\"name\":\"{n}\"")) {
@@ -223,16 +301,30 @@ async fn gating(core: &str, fake: &str, plugin: usize, trials: usize) {
         samples.push(flipped.elapsed().as_secs_f64() * 1000.0);
         drop(res);
     }
-    client.post(format!("{fake}/p/{plugin}/ready/1")).send().await.unwrap();
+    client
+        .post(format!("{fake}/p/{plugin}/ready/1"))
+        .send()
+        .await
+        .unwrap();
     samples.sort_by(f64::total_cmp);
-    println!("{}", json!({"trials": trials, "p50_ms": pct(&samples, 50.0), "p99_ms": pct(&samples, 99.0), "max_ms": samples.last().copied().unwrap_or(0.0)}));
+    println!(
+        "{}",
+        json!({"trials": trials, "p50_ms": pct(&samples, 50.0), "p99_ms": pct(&samples, 99.0), "max_ms": samples.last().copied().unwrap_or(0.0)})
+    );
 }
 
 async fn wait_listed(client: &reqwest::Client, core: &str, n: &str, listed: bool) {
     let needle = format!("\"name\":\"{n}\"");
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let body = client.get(format!("{core}/api/shell/remotes")).send().await.unwrap().text().await.unwrap();
+        let body = client
+            .get(format!("{core}/api/shell/remotes"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if body.contains(&needle) == listed {
             return;
         }
@@ -246,7 +338,10 @@ async fn read_event(res: &mut reqwest::Response, buf: &mut String) -> String {
         if let Some(end) = buf.find("\n\n") {
             let event: String = buf.drain(..end + 2).collect();
             if event.lines().any(|l| l == "event: remotes") {
-                return event.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+                return event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
             }
             continue;
         }

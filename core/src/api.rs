@@ -974,26 +974,25 @@ async fn asset(
             )
         })?
         .to_string();
-    let rec = state.registry.get(&name).ok_or_else(|| {
-        ApiError::new(Code::PluginNotFound, format!("no plugin named \"{name}\""))
-    })?;
-    let dep = rec
-        .exposed()
-        .filter(|d| d.version == version)
-        .ok_or_else(|| {
-            ApiError::new(
+    let (remote_url, integrity) = match state.registry.serving(&name, &version) {
+        None => {
+            return Err(ApiError::new(
+                Code::PluginNotFound,
+                format!("no plugin named \"{name}\""),
+            ));
+        }
+        Some(Err(st)) => {
+            return Err(ApiError::new(
                 Code::PluginNotReady,
                 format!(
                     "plugin \"{name}\" version {version} is not being served (state {})",
-                    rec.state.as_str()
+                    st.as_str()
                 ),
-            )
-        })?
-        .clone();
-    let (dir, entry_file) = dep
-        .remote_url
-        .rsplit_once('/')
-        .unwrap_or((&dep.remote_url, ""));
+            ));
+        }
+        Some(Ok(found)) => found,
+    };
+    let (dir, entry_file) = remote_url.rsplit_once('/').unwrap_or((&remote_url, ""));
     let bytes = if path == entry_file {
         let bytes = state
             .registry
@@ -1004,7 +1003,7 @@ async fn asset(
                     format!("the remote entry of \"{name}\" {version} has not been fetched yet"),
                 )
             })?;
-        if dep.integrity.as_deref() != Some(crate::registry::integrity(&bytes).as_str()) {
+        if integrity.as_deref() != Some(crate::registry::integrity(&bytes).as_str()) {
             return Err(ApiError::new(
                 Code::PluginNotReady,
                 format!("the remote entry of \"{name}\" {version} changed; withdrawn"),

@@ -16,7 +16,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ProbeConfig;
-use crate::model::State;
 use crate::policy::is_link_local;
 use crate::registry::{ProbeOutcome, Registry};
 use crate::telemetry::{Metrics, ReasonLabels};
@@ -74,45 +73,43 @@ pub async fn run(
     let mut in_flight: HashMap<String, ()> = HashMap::new();
     let mut first_round: Option<Vec<String>> = None;
 
+    let (mut seen_generation, mut targets) = registry.probe_targets();
     loop {
         let now = Instant::now();
-        let plugins = registry.list();
-        let probeable: Vec<_> = plugins
-            .iter()
-            .filter(|p| {
-                matches!(p.state, State::Registering | State::Ready | State::Degraded)
-                    && p.disabled.is_none()
-            })
-            .collect();
-        if first_round.is_none() {
-            first_round = Some(probeable.iter().map(|p| p.name.clone()).collect());
+        // Re-read the targets only when the index changed.
+        if registry.generation() != seen_generation {
+            (seen_generation, targets) = registry.probe_targets();
         }
-        due.retain(|name, _| probeable.iter().any(|p| &p.name == name));
-        for rec in probeable {
-            if in_flight.contains_key(&rec.name) {
+        if first_round.is_none() {
+            first_round = Some(targets.iter().map(|t| t.name.clone()).collect());
+        }
+        if due.len() > targets.len() {
+            due.retain(|name, _| targets.iter().any(|t| &t.name == name));
+        }
+        for t in &targets {
+            if in_flight.contains_key(&t.name) {
                 continue;
             }
-            let when = *due.entry(rec.name.clone()).or_insert(now);
+            let when = *due.entry(t.name.clone()).or_insert(now);
             if when > now {
                 continue;
             }
-            in_flight.insert(rec.name.clone(), ());
-            due.remove(&rec.name);
+            in_flight.insert(t.name.clone(), ());
+            due.remove(&t.name);
             let registry = registry.clone();
             let client = client.clone();
             let permits = permits.clone();
             let done = done_tx.clone();
             let metrics = metrics.clone();
-            let name = rec.name.clone();
-            let dep = rec.current.clone();
+            let t = t.clone();
             tokio::spawn(async move {
                 let _permit = permits.acquire_owned().await;
                 let outcome = probe_once(
                     &client,
-                    &dep.backend_url,
-                    &dep.remote_url,
-                    &dep.manifest,
-                    &dep.version,
+                    &t.backend_url,
+                    &t.remote_url,
+                    &t.readiness_path,
+                    &t.version,
                 )
                 .await;
                 metrics
@@ -131,10 +128,10 @@ pub async fn run(
                         })
                         .inc();
                 }
-                if let Err(e) = registry.apply_probe(&name, outcome).await {
-                    tracing::warn!(plugin = %name, error = %e, "probe outcome not recorded");
+                if let Err(e) = registry.apply_probe(&t.name, outcome).await {
+                    tracing::warn!(plugin = %t.name, error = %e, "probe outcome not recorded");
                 }
-                let _ = done.send(name);
+                let _ = done.send(t.name);
             });
         }
         // Wake at the earliest due time (so exposure flips as soon as a round is due), and at
@@ -178,14 +175,10 @@ pub async fn probe_once(
     client: &reqwest::Client,
     backend_url: &str,
     remote_url: &str,
-    manifest: &serde_json::Value,
+    path: &str,
     version: &str,
 ) -> ProbeOutcome {
     let started = Instant::now();
-    let path = manifest
-        .pointer("/health/readinessPath")
-        .and_then(|v| v.as_str())
-        .unwrap_or("/readyz");
     let ready_url = format!("{}{}", backend_url.trim_end_matches('/'), path);
     let (ready, remote) = tokio::join!(
         get(client, &ready_url, 64 << 10),

@@ -87,6 +87,21 @@ pub struct ProbeOutcome {
     pub latency_ms: u64,
 }
 
+/// What the prober needs to probe one plugin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// Plugin name.
+    pub name: String,
+    /// The version being probed.
+    pub version: String,
+    /// Service URL.
+    pub backend_url: String,
+    /// Remote entry URL.
+    pub remote_url: String,
+    /// `health.readinessPath`.
+    pub readiness_path: String,
+}
+
 /// Probe figures kept in memory for the admin API.
 #[derive(Clone, Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,8 +157,12 @@ pub struct Registry {
     revoked: RwLock<HashSet<String>>,
     /// Probe figures, by plugin.
     stats: RwLock<HashMap<String, ProbeStats>>,
-    /// Remote entry bytes by (name, version), as last fetched by the prober.
-    remote_bytes: RwLock<HashMap<(String, String), bytes::Bytes>>,
+    /// Remote entry bytes by plugin, then version, as last fetched by the prober.
+    remote_bytes: RwLock<HashMap<String, Vec<(String, bytes::Bytes)>>>,
+    /// Bumps on every change of the index (the prober refreshes its targets from it).
+    generation: std::sync::atomic::AtomicU64,
+    /// Wakes the publisher task: the shell list must be rebuilt.
+    dirty: tokio::sync::Notify,
     /// Serializes writes so persist order equals index order.
     write: Mutex<()>,
     shell: watch::Sender<Arc<ShellSnapshot>>,
@@ -184,6 +203,8 @@ impl Registry {
             revoked: RwLock::new(loaded.revoked.into_iter().collect()),
             stats: RwLock::new(HashMap::new()),
             remote_bytes: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(1),
+            dirty: tokio::sync::Notify::new(),
             write: Mutex::new(()),
             shell,
         })
@@ -229,8 +250,70 @@ impl Registry {
     /// The remote entry's bytes of an exposed plugin version, as last probed.
     pub fn remote_entry(&self, name: &str, version: &str) -> Option<bytes::Bytes> {
         read(&self.remote_bytes)
-            .get(&(name.to_string(), version.to_string()))
-            .cloned()
+            .get(name)?
+            .iter()
+            .find(|(v, _)| v == version)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// The remote URL and integrity of `name` at `version` while that version is served, or the
+    /// plugin's state when it is not; reads without copying the record.
+    pub fn serving(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Option<Result<(String, Option<String>), State>> {
+        let index = read(&self.index);
+        let rec = index.get(name)?;
+        Some(match rec.exposed().filter(|d| d.version == version) {
+            Some(d) => Ok((d.remote_url.clone(), d.integrity.clone())),
+            None => Err(rec.state),
+        })
+    }
+
+    /// What the prober needs of every plugin it should probe, and the index generation it was
+    /// read at.
+    pub fn probe_targets(&self) -> (u64, Vec<ProbeTarget>) {
+        let index = read(&self.index);
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        let targets = index
+            .values()
+            .filter(|p| {
+                matches!(p.state, State::Registering | State::Ready | State::Degraded)
+                    && p.disabled.is_none()
+            })
+            .map(|p| ProbeTarget {
+                name: p.name.clone(),
+                version: p.current.version.clone(),
+                backend_url: p.current.backend_url.clone(),
+                remote_url: p.current.remote_url.clone(),
+                readiness_path: p
+                    .current
+                    .manifest
+                    .pointer("/health/readinessPath")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/readyz")
+                    .to_string(),
+            })
+            .collect();
+        (generation, targets)
+    }
+
+    /// The index generation (bumps on every change).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Runs the task that rebuilds the shell list after changes, coalescing bursts (a thousand
+    /// plugins turning Ready at start cost a handful of rebuilds, not a thousand).
+    pub fn spawn_publisher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                me.dirty.notified().await;
+                me.publish();
+            }
+        })
     }
 
     /// The audit log.
@@ -455,7 +538,9 @@ impl Registry {
         blocking(move || store.delete(&n, &event)).await?;
         write(&self.index).remove(name);
         write(&self.stats).remove(name);
-        write(&self.remote_bytes).retain(|(n, _), _| n != name);
+        write(&self.remote_bytes).remove(name);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish();
         Ok(())
     }
@@ -508,6 +593,15 @@ impl Registry {
 
     /// Applies one probe round's outcome and makes the transitions the thresholds call for.
     pub async fn apply_probe(&self, name: &str, outcome: ProbeOutcome) -> Result<(), ApiError> {
+        let hash = outcome.remote.as_ref().ok().map(|b| integrity(b));
+        let failure = failure_of(&outcome);
+        if self.probe_fast_path(name, &outcome, hash.as_deref()) {
+            self.record_stats(name, outcome.latency_ms, &failure);
+            if let Ok(bytes) = &outcome.remote {
+                self.keep_remote_bytes(name, &outcome.version, bytes);
+            }
+            return Ok(());
+        }
         let _w = self.write.lock().await;
         let Some(mut rec) = self.get(name) else {
             return Ok(());
@@ -518,40 +612,9 @@ impl Registry {
             return Ok(()); // a stale round, or a plugin the prober must leave alone
         }
         let now = now_rfc3339();
-        let hash = outcome.remote.as_ref().ok().map(|b| integrity(b));
-        let failure = match (&outcome.ready, &outcome.remote) {
-            (Err(e), _) => Some((
-                Reason::ReadinessProbeFailed,
-                format!("readiness probe failed: {e}"),
-            )),
-            (_, Err(e)) => Some((
-                Reason::RemoteEntryUnreachable,
-                format!("remote entry unreachable: {e}"),
-            )),
-            _ => None,
-        };
-        let stats = {
-            let mut all = write(&self.stats);
-            let s = all.entry(name.to_string()).or_default();
-            s.last_latency_ms = Some(outcome.latency_ms);
-            match &failure {
-                None => {
-                    s.consecutive_successes = s.consecutive_successes.saturating_add(1);
-                    s.consecutive_failures = 0;
-                    s.last_success = Some(now.clone());
-                }
-                Some((_, why)) => {
-                    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-                    s.consecutive_successes = 0;
-                    s.last_failure = Some(now.clone());
-                    s.last_failure_reason = Some(why.clone());
-                }
-            }
-            s.clone()
-        };
+        let stats = self.record_stats(name, outcome.latency_ms, &failure);
         if let Ok(bytes) = &outcome.remote {
-            write(&self.remote_bytes)
-                .insert((name.to_string(), outcome.version.clone()), bytes.clone());
+            self.keep_remote_bytes(name, &outcome.version, bytes);
         }
 
         let before = (rec.state, rec.conditions.clone());
@@ -658,6 +721,86 @@ impl Registry {
         self.commit(rec, events).await
     }
 
+    fn record_stats(
+        &self,
+        name: &str,
+        latency_ms: u64,
+        failure: &Option<(Reason, String)>,
+    ) -> ProbeStats {
+        let now = now_rfc3339();
+        let mut all = write(&self.stats);
+        let s = all.entry(name.to_string()).or_default();
+        s.last_latency_ms = Some(latency_ms);
+        match failure {
+            None => {
+                s.consecutive_successes = s.consecutive_successes.saturating_add(1);
+                s.consecutive_failures = 0;
+                s.last_success = Some(now);
+            }
+            Some((_, why)) => {
+                s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                s.consecutive_successes = 0;
+                s.last_failure = Some(now);
+                s.last_failure_reason = Some(why.clone());
+            }
+        }
+        s.clone()
+    }
+
+    fn keep_remote_bytes(&self, name: &str, version: &str, bytes: &bytes::Bytes) {
+        let mut all = write(&self.remote_bytes);
+        let versions = all.entry(name.to_string()).or_default();
+        match versions.iter_mut().find(|(v, _)| v == version) {
+            Some((_, b)) if b == bytes => {}
+            Some((_, b)) => *b = bytes.clone(),
+            None => versions.push((version.to_string(), bytes.clone())),
+        }
+    }
+
+    /// The common probe outcome that changes nothing but the figures: a Ready plugin passing
+    /// with the bytes it was admitted with, or a failing round below the threshold (or of a
+    /// plugin already withdrawn for the same reason). Handled under a read lock, without
+    /// copying the record. Returns false when the full path must run.
+    fn probe_fast_path(&self, name: &str, outcome: &ProbeOutcome, hash: Option<&str>) -> bool {
+        let index = read(&self.index);
+        let Some(rec) = index.get(name) else {
+            return false;
+        };
+        if rec.current.version != outcome.version || remote_changed(rec) {
+            return false;
+        }
+        let ready_reason = rec
+            .conditions
+            .iter()
+            .find(|c| c.kind == condition::READY)
+            .map(|c| c.reason);
+        let stats = read(&self.stats).get(name).cloned().unwrap_or_default();
+        match (&outcome.ready, &outcome.remote) {
+            (Ok(()), Ok(_)) => {
+                rec.state == State::Ready
+                    && rec.current.integrity.as_deref() == hash
+                    && ready_reason == Some(Reason::Passed)
+            }
+            (ready, _) => {
+                let reason = if ready.is_err() {
+                    Reason::ReadinessProbeFailed
+                } else {
+                    Reason::RemoteEntryUnreachable
+                };
+                let integrity_ok = match (hash, rec.current.integrity.as_deref()) {
+                    (Some(h), Some(i)) => h == i,
+                    _ => true,
+                };
+                integrity_ok
+                    && match rec.state {
+                        State::Ready => stats.consecutive_failures + 1 < self.thresholds.failure,
+                        State::Registering | State::Degraded => ready_reason == Some(reason),
+                        _ => false,
+                    }
+            }
+        }
+    }
+
     /// Records what the shell saw when it loaded a remote.
     pub async fn report_ui(
         &self,
@@ -706,8 +849,19 @@ impl Registry {
         self.commit(rec, vec![event]).await
     }
 
-    /// Persists then indexes a record, then republishes the shell list.
+    /// Persists then indexes a record; republishes the shell list when what it exposes changed
+    /// (at once for admin decisions, through the coalescing publisher otherwise).
     async fn commit(&self, record: PluginRecord, events: Vec<AuditEvent>) -> Result<(), ApiError> {
+        let admin = events.iter().any(|e| e.actor.starts_with("admin:"));
+        self.commit_with(record, events, admin).await
+    }
+
+    async fn commit_with(
+        &self,
+        record: PluginRecord,
+        events: Vec<AuditEvent>,
+        now: bool,
+    ) -> Result<(), ApiError> {
         let store = self.store.clone();
         let r = record.clone();
         let logged = events.clone();
@@ -720,19 +874,57 @@ impl Registry {
             Some(&record.current.version),
             record.serving.as_ref().map(|s| &s.version),
         ];
-        write(&self.remote_bytes).retain(|(n, v), _| n != &record.name || keep.contains(&Some(v)));
-        write(&self.index).insert(record.name.clone(), record);
-        self.publish();
+        if let Some(versions) = write(&self.remote_bytes).get_mut(&record.name) {
+            versions.retain(|(v, _)| keep.contains(&Some(v)));
+        }
+        let exposure = |r: &PluginRecord| {
+            r.exposed()
+                .map(|d| (d.version.clone(), d.integrity.clone(), r.name.clone()))
+        };
+        let changed = {
+            let mut index = write(&self.index);
+            let before = index.get(&record.name).and_then(exposure);
+            let after = exposure(&record);
+            index.insert(record.name.clone(), record);
+            before != after
+        };
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        if changed {
+            if now {
+                self.publish();
+            } else {
+                self.dirty.notify_one();
+            }
+        }
         Ok(())
     }
 
     fn publish(&self) {
-        let index = read(&self.index);
+        let body = {
+            let index = read(&self.index);
+            list_body(&index)
+        };
         let current = self.shell.borrow().clone();
-        let next = build_snapshot(&index, current.generation + 1);
-        if next.body != current.body {
-            self.shell.send_replace(Arc::new(next));
+        if body != current.body {
+            self.shell
+                .send_replace(Arc::new(snapshot(body, current.generation + 1)));
         }
+    }
+}
+
+/// Why a probe round failed, if it did.
+fn failure_of(outcome: &ProbeOutcome) -> Option<(Reason, String)> {
+    match (&outcome.ready, &outcome.remote) {
+        (Err(e), _) => Some((
+            Reason::ReadinessProbeFailed,
+            format!("readiness probe failed: {e}"),
+        )),
+        (_, Err(e)) => Some((
+            Reason::RemoteEntryUnreachable,
+            format!("remote entry unreachable: {e}"),
+        )),
+        _ => None,
     }
 }
 
@@ -799,7 +991,7 @@ struct ShellRemote<'a> {
     contributions: Value,
 }
 
-fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> ShellSnapshot {
+fn list_body(index: &BTreeMap<String, PluginRecord>) -> bytes::Bytes {
     let remotes: Vec<ShellRemote<'_>> = index
         .values()
         .filter_map(|rec| {
@@ -825,7 +1017,17 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
             })
         })
         .collect();
-    let body = serde_json::to_vec(&remotes).unwrap_or_else(|_| b"[]".to_vec());
+    serde_json::to_vec(&remotes)
+        .unwrap_or_else(|_| b"[]".to_vec())
+        .into()
+}
+
+fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> ShellSnapshot {
+    snapshot(list_body(index), generation)
+}
+
+/// The snapshot of a list body: its ETag and gzip form are computed here, once.
+fn snapshot(body: bytes::Bytes, generation: u64) -> ShellSnapshot {
     let digest = Sha256::digest(&body);
     let etag = format!(
         "\"{}\"",
@@ -837,7 +1039,7 @@ fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> Sh
     ShellSnapshot {
         generation,
         gzip: gzip(&body).into(),
-        body: body.into(),
+        body,
         etag,
     }
 }

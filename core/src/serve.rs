@@ -34,6 +34,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         )
         .map_err(|e| format!("loading state from {}: {e}", db.display()))?,
     );
+    let publisher = registry.spawn_publisher();
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let metrics = Arc::new(crate::telemetry::Metrics::new());
@@ -79,6 +80,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("server error: {e}"));
     let _ = prober.await;
+    publisher.abort();
     tracing::info!("stopped");
     result
 }
