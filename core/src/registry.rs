@@ -87,6 +87,9 @@ pub struct ProbeOutcome {
     pub latency_ms: u64,
 }
 
+/// Least time between two rebuilds of the shell list by the publisher task.
+const PUBLISH_PACING: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// What the prober needs to probe one plugin.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeTarget {
@@ -163,6 +166,9 @@ pub struct Registry {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the publisher task: the shell list must be rebuilt.
     dirty: tokio::sync::Notify,
+    /// Panel ids and route paths claimed by enabled plugins (their current and serving
+    /// versions), so a registration checks collisions in O(its own contributions).
+    claims: RwLock<Claims>,
     /// Serializes writes so persist order equals index order.
     write: Mutex<()>,
     shell: watch::Sender<Arc<ShellSnapshot>>,
@@ -195,6 +201,7 @@ impl Registry {
             .map(|p| (p.name.clone(), p))
             .collect();
         let snapshot = build_snapshot(&index, 0);
+        let index_for_claims = index.clone();
         let (shell, _) = watch::channel(Arc::new(snapshot));
         Ok(Registry {
             store,
@@ -205,6 +212,7 @@ impl Registry {
             remote_bytes: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(1),
             dirty: tokio::sync::Notify::new(),
+            claims: RwLock::new(Claims::build(&index_for_claims)),
             write: Mutex::new(()),
             shell,
         })
@@ -312,6 +320,9 @@ impl Registry {
             loop {
                 me.dirty.notified().await;
                 me.publish();
+                // Under churn (thousands of plugins turning Ready), let changes gather for a
+                // moment before the next rebuild; a lone change is still published at once.
+                tokio::time::sleep(PUBLISH_PACING).await;
             }
         })
     }
@@ -422,45 +433,30 @@ impl Registry {
     }
 
     fn check_conflicts(&self, reg: &Registration) -> Result<(), ApiError> {
-        let panels = ids(&reg.manifest, "panels", "id");
-        let routes = ids(&reg.manifest, "routes", "path");
-        let index = read(&self.index);
-        for other in index.values() {
-            if other.name == reg.name || other.disabled.is_some() {
-                continue;
-            }
-            for dep in [Some(&other.current), other.serving.as_ref()]
-                .into_iter()
-                .flatten()
-            {
-                let theirs_p = ids(&dep.manifest, "panels", "id");
-                let theirs_r = ids(&dep.manifest, "routes", "path");
-                let clash = panels
-                    .iter()
-                    .find(|p| theirs_p.contains(p))
-                    .map(|p| ("panel id", p.clone()))
-                    .or_else(|| {
-                        routes
-                            .iter()
-                            .find(|r| theirs_r.contains(r))
-                            .map(|r| ("route path", r.clone()))
-                    });
-                if let Some((what, id)) = clash {
-                    return Err(ApiError::new(
-                        Code::ContributionConflict,
-                        format!(
-                            "{what} \"{id}\" of plugin \"{}\" is already used by plugin \"{}\" (version {})",
-                            reg.name, other.name, dep.version
-                        ),
-                    )
-                    .with_details(vec![json!({
-                        "kind": what, "value": id,
-                        "plugin": reg.name, "conflictsWith": other.name, "conflictsWithVersion": dep.version,
-                    })]));
-                }
-            }
-        }
-        Ok(())
+        let claims = read(&self.claims);
+        let mine = contributions(&reg.manifest);
+        let Some((what, id, other)) = mine.iter().find_map(|(kind, id)| {
+            let owner = claims.owner.get(&(*kind, id.clone()))?;
+            (owner != &reg.name).then(|| (*kind, id.clone(), owner.clone()))
+        }) else {
+            return Ok(());
+        };
+        drop(claims);
+        let version = self
+            .get(&other)
+            .map(|r| r.current.version)
+            .unwrap_or_default();
+        Err(ApiError::new(
+            Code::ContributionConflict,
+            format!(
+                "{what} \"{id}\" of plugin \"{}\" is already used by plugin \"{other}\" (version {version})",
+                reg.name
+            ),
+        )
+        .with_details(vec![json!({
+            "kind": what, "value": id,
+            "plugin": reg.name, "conflictsWith": other, "conflictsWithVersion": version,
+        })]))
     }
 
     /// The kill switch: hides the plugin at once, stops probing it.
@@ -539,6 +535,7 @@ impl Registry {
         write(&self.index).remove(name);
         write(&self.stats).remove(name);
         write(&self.remote_bytes).remove(name);
+        write(&self.claims).remove(name);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish();
@@ -885,6 +882,7 @@ impl Registry {
             let mut index = write(&self.index);
             let before = index.get(&record.name).and_then(exposure);
             let after = exposure(&record);
+            write(&self.claims).update(&record);
             index.insert(record.name.clone(), record);
             before != after
         };
@@ -958,25 +956,84 @@ pub fn integrity(bytes: &[u8]) -> String {
     format!("sha384-{}", STANDARD.encode(Sha384::digest(bytes)))
 }
 
-fn ids(manifest: &Value, list: &str, field: &str) -> Vec<String> {
-    manifest
-        .pointer(&format!("/ui/contributions/{list}"))
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.get(field).and_then(Value::as_str))
-                .map(|s| {
-                    if field == "path" && s.len() > 1 {
-                        s.trim_end_matches('/')
-                    } else {
-                        s
-                    }
-                    .to_string()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// A manifest's panel ids and route paths (trailing slash ignored), as claim keys.
+fn contributions(manifest: &Value) -> Vec<(&'static str, String)> {
+    let list = |list: &str, field: &str| -> Vec<String> {
+        manifest
+            .pointer(&format!("/ui/contributions/{list}"))
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.get(field).and_then(Value::as_str))
+                    .map(|s| {
+                        if field == "path" && s.len() > 1 {
+                            s.trim_end_matches('/')
+                        } else {
+                            s
+                        }
+                        .to_string()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out: Vec<(&'static str, String)> = list("panels", "id")
+        .into_iter()
+        .map(|p| ("panel id", p))
+        .collect();
+    out.extend(
+        list("routes", "path")
+            .into_iter()
+            .map(|r| ("route path", r)),
+    );
+    out
+}
+
+/// Who holds each panel id and route path.
+#[derive(Debug, Default)]
+struct Claims {
+    owner: HashMap<(&'static str, String), String>,
+    by_plugin: HashMap<String, Vec<(&'static str, String)>>,
+}
+
+impl Claims {
+    fn build(index: &BTreeMap<String, PluginRecord>) -> Claims {
+        let mut c = Claims::default();
+        for rec in index.values() {
+            c.update(rec);
+        }
+        c
+    }
+
+    /// Replaces a plugin's claims with those of its current and serving versions (none while
+    /// it is disabled).
+    fn update(&mut self, rec: &PluginRecord) {
+        self.remove(&rec.name);
+        if rec.disabled.is_some() {
+            return;
+        }
+        let mut keys: Vec<(&'static str, String)> = contributions(&rec.current.manifest);
+        if let Some(s) = &rec.serving {
+            keys.extend(contributions(&s.manifest));
+        }
+        keys.sort();
+        keys.dedup();
+        for k in &keys {
+            self.owner
+                .entry(k.clone())
+                .or_insert_with(|| rec.name.clone());
+        }
+        self.by_plugin.insert(rec.name.clone(), keys);
+    }
+
+    fn remove(&mut self, name: &str) {
+        for k in self.by_plugin.remove(name).unwrap_or_default() {
+            if self.owner.get(&k).is_some_and(|o| o == name) {
+                self.owner.remove(&k);
+            }
+        }
+    }
 }
 
 /// One entry of the shell list.
