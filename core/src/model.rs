@@ -89,8 +89,9 @@ pub struct Condition {
 pub struct Deployment {
     /// SemVer of this version.
     pub version: String,
-    /// The normalized manifest.
-    pub manifest: Value,
+    /// The normalized manifest; shared (not copied) between the current and serving versions
+    /// and every reader.
+    pub manifest: std::sync::Arc<Value>,
     /// Where the core reaches the plugin's service.
     pub backend_url: String,
     /// The plugin's `remoteEntry.js`.

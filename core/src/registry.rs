@@ -352,7 +352,7 @@ impl Registry {
 
         let deployment = Deployment {
             version: reg.version.clone(),
-            manifest: reg.manifest.clone(),
+            manifest: Arc::new(reg.manifest.clone()),
             backend_url: reg.backend_url.clone(),
             remote_url: reg.remote_url.clone(),
             integrity: None,
@@ -362,7 +362,7 @@ impl Registry {
         let (record, action, reason) = match existing {
             Some(rec)
                 if rec.current.version == reg.version
-                    && rec.current.manifest == reg.manifest
+                    && *rec.current.manifest == reg.manifest
                     && rec.current.backend_url == reg.backend_url
                     && rec.current.remote_url == reg.remote_url
                     && !remote_changed(&rec) =>

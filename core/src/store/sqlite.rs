@@ -267,7 +267,7 @@ mod tests {
             state: State::Registering,
             current: Deployment {
                 version: "1.0.0".into(),
-                manifest: serde_json::json!({"name": name}),
+                manifest: std::sync::Arc::new(serde_json::json!({"name": name})),
                 backend_url: "http://127.0.0.1:1".into(),
                 remote_url: "http://127.0.0.1:1/mf/remoteEntry.js".into(),
                 integrity: None,
