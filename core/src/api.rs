@@ -763,11 +763,7 @@ async fn shell_remotes(State(state): State<AppState>, headers: HeaderMap) -> Res
     let mut res = if matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = if gzip {
-            snap.gzip.clone()
-        } else {
-            snap.body.clone()
-        };
+        let body = if gzip { snap.gzip() } else { snap.body.clone() };
         let mut r = Response::new(Body::from(body));
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -135,10 +135,18 @@ pub struct ShellSnapshot {
     pub generation: u64,
     /// The JSON body of `GET /api/shell/remotes`.
     pub body: bytes::Bytes,
-    /// The same body, gzip-compressed (what browsers accept).
-    pub gzip: bytes::Bytes,
+    /// The same body, gzip-compressed (what browsers accept): made by the first request that
+    /// asks for it, once per list, so churn with nobody reading costs no compression.
+    gzip: std::sync::OnceLock<bytes::Bytes>,
     /// Its strong ETag (of the JSON; the gzip variant carries it with a `-gzip` suffix).
     pub etag: String,
+}
+
+impl ShellSnapshot {
+    /// The gzip form of the body (compressed on first use).
+    pub fn gzip(&self) -> bytes::Bytes {
+        self.gzip.get_or_init(|| gzip(&self.body).into()).clone()
+    }
 }
 
 /// Thresholds the registry applies to probe outcomes.
@@ -166,6 +174,9 @@ pub struct Registry {
     generation: std::sync::atomic::AtomicU64,
     /// Wakes the publisher task: the shell list must be rebuilt.
     dirty: tokio::sync::Notify,
+    /// The shell-list entry of every exposed plugin, serialized when its exposure changes, so a
+    /// rebuild of the list only concatenates bytes.
+    entries: RwLock<BTreeMap<String, bytes::Bytes>>,
     /// Panel ids and route paths claimed by enabled plugins (their current and serving
     /// versions), so a registration checks collisions in O(its own contributions).
     claims: RwLock<Claims>,
@@ -213,6 +224,12 @@ impl Registry {
             generation: std::sync::atomic::AtomicU64::new(1),
             dirty: tokio::sync::Notify::new(),
             claims: RwLock::new(Claims::build(&index_for_claims)),
+            entries: RwLock::new(
+                index_for_claims
+                    .values()
+                    .filter_map(|r| Some((r.name.clone(), entry_json(r)?)))
+                    .collect(),
+            ),
             write: Mutex::new(()),
             shell,
         })
@@ -536,6 +553,7 @@ impl Registry {
         write(&self.stats).remove(name);
         write(&self.remote_bytes).remove(name);
         write(&self.claims).remove(name);
+        write(&self.entries).remove(name);
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.publish();
@@ -883,6 +901,13 @@ impl Registry {
             let before = index.get(&record.name).and_then(exposure);
             let after = exposure(&record);
             write(&self.claims).update(&record);
+            if before != after {
+                let mut entries = write(&self.entries);
+                match entry_json(&record) {
+                    Some(e) => entries.insert(record.name.clone(), e),
+                    None => entries.remove(&record.name),
+                };
+            }
             index.insert(record.name.clone(), record);
             before != after
         };
@@ -899,10 +924,7 @@ impl Registry {
     }
 
     fn publish(&self) {
-        let body = {
-            let index = read(&self.index);
-            list_body(&index)
-        };
+        let body = join_entries(&read(&self.entries));
         let current = self.shell.borrow().clone();
         if body != current.body {
             self.shell
@@ -1048,35 +1070,52 @@ struct ShellRemote<'a> {
     contributions: Value,
 }
 
+/// The shell-list entry of a plugin, when it is exposed.
+fn entry_json(rec: &PluginRecord) -> Option<bytes::Bytes> {
+    let dep = rec.exposed()?;
+    let integrity = dep.integrity.as_deref()?;
+    let file = dep
+        .remote_url
+        .rsplit('/')
+        .next()
+        .filter(|f| !f.is_empty())
+        .unwrap_or("remoteEntry.js");
+    let entry = ShellRemote {
+        name: &rec.name,
+        version: &dep.version,
+        scope: format!("plugin_{}", rec.name.replace('-', "_")),
+        remote_entry: format!("/plugins/{}/{}/{}", rec.name, dep.version, file),
+        integrity,
+        contributions: dep
+            .manifest
+            .pointer("/ui/contributions")
+            .cloned()
+            .unwrap_or_else(|| json!({"panels": [], "routes": []})),
+    };
+    serde_json::to_vec(&entry).ok().map(Into::into)
+}
+
+/// `[e1,e2,...]` from the entries, in name order.
+fn join_entries(entries: &BTreeMap<String, bytes::Bytes>) -> bytes::Bytes {
+    let len: usize = entries.values().map(|e| e.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, e) in entries.values().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.push(b']');
+    out.into()
+}
+
 fn list_body(index: &BTreeMap<String, PluginRecord>) -> bytes::Bytes {
-    let remotes: Vec<ShellRemote<'_>> = index
+    let entries: BTreeMap<String, bytes::Bytes> = index
         .values()
-        .filter_map(|rec| {
-            let dep = rec.exposed()?;
-            let integrity = dep.integrity.as_deref()?;
-            let file = dep
-                .remote_url
-                .rsplit('/')
-                .next()
-                .filter(|f| !f.is_empty())
-                .unwrap_or("remoteEntry.js");
-            Some(ShellRemote {
-                name: &rec.name,
-                version: &dep.version,
-                scope: format!("plugin_{}", rec.name.replace('-', "_")),
-                remote_entry: format!("/plugins/{}/{}/{}", rec.name, dep.version, file),
-                integrity,
-                contributions: dep
-                    .manifest
-                    .pointer("/ui/contributions")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"panels": [], "routes": []})),
-            })
-        })
+        .filter_map(|r| Some((r.name.clone(), entry_json(r)?)))
         .collect();
-    serde_json::to_vec(&remotes)
-        .unwrap_or_else(|_| b"[]".to_vec())
-        .into()
+    join_entries(&entries)
 }
 
 fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> ShellSnapshot {
@@ -1095,7 +1134,7 @@ fn snapshot(body: bytes::Bytes, generation: u64) -> ShellSnapshot {
     );
     ShellSnapshot {
         generation,
-        gzip: gzip(&body).into(),
+        gzip: std::sync::OnceLock::new(),
         body,
         etag,
     }
