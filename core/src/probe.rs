@@ -7,7 +7,8 @@
 //! either. After start every plugin is probed at once; `first_round_done` turns true when that
 //! round has finished, and the core's `/readyz` waits for it.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::ProbeConfig;
 use crate::policy::is_link_local;
-use crate::registry::{ProbeOutcome, Registry};
+use crate::registry::{ProbeOutcome, ProbeTarget, Registry};
 use crate::telemetry::{Metrics, ReasonLabels};
 
 /// Largest remote entry the prober reads.
@@ -68,34 +69,45 @@ pub async fn run(
     let period = cfg.period();
     let tick = (period / 5).clamp(Duration::from_millis(10), Duration::from_millis(200));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    // name -> when it is next due; absent while a probe is in flight.
-    let mut due: HashMap<String, Instant> = HashMap::new();
-    let mut in_flight: HashMap<String, ()> = HashMap::new();
-    let mut first_round: Option<Vec<String>> = None;
+    // Rounds due, earliest first. Work per wake-up is proportional to the rounds due, not to
+    // the number of plugins; an entry whose plugin is gone or in flight is dropped when popped.
+    let mut queue: BinaryHeap<Reverse<(Instant, String)>> = BinaryHeap::new();
+    let mut known: HashMap<String, ProbeTarget> = HashMap::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut seen_generation = 0;
+    let mut first_round: Option<HashSet<String>> = None;
 
-    let (mut seen_generation, mut targets) = registry.probe_targets();
     loop {
         let now = Instant::now();
         // Re-read the targets only when the index changed.
         if registry.generation() != seen_generation {
-            (seen_generation, targets) = registry.probe_targets();
+            let (generation, targets) = registry.probe_targets();
+            seen_generation = generation;
+            let mut next = HashMap::with_capacity(targets.len());
+            for t in targets {
+                // New plugins, and new versions of known ones, are probed at once.
+                let fresh = known.get(&t.name).is_none_or(|k| k.version != t.version);
+                if fresh && !in_flight.contains(&t.name) {
+                    queue.push(Reverse((now, t.name.clone())));
+                }
+                next.insert(t.name.clone(), t);
+            }
+            known = next;
+            if first_round.is_none() {
+                first_round = Some(known.keys().cloned().collect());
+            }
         }
-        if first_round.is_none() {
-            first_round = Some(targets.iter().map(|t| t.name.clone()).collect());
-        }
-        if due.len() > targets.len() {
-            due.retain(|name, _| targets.iter().any(|t| &t.name == name));
-        }
-        for t in &targets {
-            if in_flight.contains_key(&t.name) {
+        while let Some(Reverse((when, _))) = queue.peek() {
+            if *when > now {
+                break;
+            }
+            let Some(Reverse((_, name))) = queue.pop() else {
+                break;
+            };
+            let Some(t) = known.get(&name) else { continue };
+            if !in_flight.insert(name) {
                 continue;
             }
-            let when = *due.entry(t.name.clone()).or_insert(now);
-            if when > now {
-                continue;
-            }
-            in_flight.insert(t.name.clone(), ());
-            due.remove(&t.name);
             let registry = registry.clone();
             let client = client.clone();
             let permits = permits.clone();
@@ -134,26 +146,32 @@ pub async fn run(
                 let _ = done.send(t.name);
             });
         }
-        // Wake at the earliest due time (so exposure flips as soon as a round is due), and at
+        // Wake at the earliest due round (so exposure flips as soon as a round is due), and at
         // least every `tick` to pick up newly registered plugins.
-        let now = Instant::now();
-        let wake = due
-            .values()
-            .map(|d| d.saturating_duration_since(now))
-            .min()
-            .map_or(tick, |d| d.min(tick));
+        let wake = queue.peek().map_or(tick, |Reverse((when, _))| {
+            when.saturating_duration_since(Instant::now()).min(tick)
+        });
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep(wake) => {}
             Some(name) = done_rx.recv() => {
-                in_flight.remove(&name);
-                due.insert(name.clone(), Instant::now() + jittered(period));
-                if let Some(waiting) = &mut first_round {
-                    waiting.retain(|n| n != &name);
+                let mut finished = vec![name];
+                while let Ok(n) = done_rx.try_recv() {
+                    finished.push(n);
+                }
+                let now = Instant::now();
+                for name in finished {
+                    in_flight.remove(&name);
+                    if let Some(waiting) = &mut first_round {
+                        waiting.remove(&name);
+                    }
+                    if known.contains_key(&name) {
+                        queue.push(Reverse((now + jittered(period), name)));
+                    }
                 }
             }
         }
-        if first_round.as_ref().is_some_and(Vec::is_empty) && !*first_round_done.borrow() {
+        if first_round.as_ref().is_some_and(HashSet::is_empty) && !*first_round_done.borrow() {
             first_round_done.send_replace(true);
         }
         if *shutdown.borrow() {
