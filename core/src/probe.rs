@@ -76,11 +76,16 @@ pub async fn run(
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut seen_generation = 0;
     let mut first_round: Option<HashSet<String>> = None;
+    let mut last_refresh = Instant::now();
 
     loop {
         let now = Instant::now();
-        // Re-read the targets only when the index changed.
-        if registry.generation() != seen_generation {
+        // Re-read the targets when the index changed, at most once a tick: while thousands of
+        // plugins register, re-reading after every commit would cost more than the probing.
+        if registry.generation() != seen_generation
+            && (first_round.is_none() || last_refresh.elapsed() >= tick)
+        {
+            last_refresh = Instant::now();
             let (generation, targets) = registry.probe_targets();
             seen_generation = generation;
             let mut next = HashMap::with_capacity(targets.len());

@@ -99,6 +99,9 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
         ..Config::default()
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        // Store writes are serialized; a few blocking threads are plenty, and each idle one
+        // would keep its own allocator arena.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {

@@ -43,6 +43,9 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         config.data_dir = d;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        // Store writes are serialized; a few blocking threads are plenty, and each idle one
+        // would keep its own allocator arena.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
