@@ -19,6 +19,7 @@
 pub mod capability;
 pub mod compat;
 pub mod manifest;
+pub mod mime;
 pub mod prometheus_text;
 pub mod range;
 #[cfg(feature = "runtime")]

@@ -412,7 +412,10 @@ async fn ui_file<A: PluginApp>(
         Ok(bytes) => {
             let mut res = bytes.into_response();
             let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime(&file)));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::mime::content_type(&file)),
+            );
             h.insert(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
@@ -420,20 +423,5 @@ async fn ui_file<A: PluginApp>(
             res
         }
         Err(_) => (StatusCode::NOT_FOUND, "no such file").into_response(),
-    }
-}
-
-/// MIME type by extension, for the UI files.
-pub fn mime(path: &str) -> &'static str {
-    match path.rsplit('.').next().unwrap_or("") {
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" | "map" => "application/json",
-        "html" => "text/html; charset=utf-8",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "woff2" => "font/woff2",
-        "wasm" => "application/wasm",
-        _ => "application/octet-stream",
     }
 }
