@@ -4,12 +4,15 @@
 //! ```text
 //!   api (register, disable, ...) ─┐
 //!                                 ├─▶ Registry ── persist (Store, one transaction) ──▶ index ──▶ shell snapshot
-//!   probe (outcomes) ─────────────┘     (writes serialized)                                     (watch channel)
+//!   probe (outcomes) ─────────────┘  (one writer thread, group commit)                           (watch channel)
 //! ```
 //!
 //! A write builds the new record, persists it with its audit events, and only then swaps it into
-//! the index: a change that is visible was committed. The shell snapshot (the JSON bytes of
-//! `GET /api/shell/remotes` and their ETag) is rebuilt on every change and published through a
+//! the index: a change that is visible was committed. Writes queue for one writer thread, which
+//! takes every write that arrived while the previous transaction ran and commits them together:
+//! one fsync for many writes, each still acknowledged only after its commit.
+//!
+//! The shell snapshot (the JSON bytes of `GET /api/shell/remotes` and their ETag) is rebuilt on every change and published through a
 //! `watch` channel, so the shell list and its live stream cost readers nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -20,11 +23,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256, Sha384};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::error::{ApiError, Code};
 use crate::model::{AuditEvent, Deployment, Disabled, PluginRecord, Reason, State, now_rfc3339};
-use crate::store::{AuditQuery, Store};
+use crate::store::{AuditQuery, Change, Store};
 
 /// Condition types.
 pub mod condition {
@@ -180,8 +183,9 @@ pub struct Registry {
     /// Panel ids and route paths claimed by enabled plugins (their current and serving
     /// versions), so a registration checks collisions in O(its own contributions).
     claims: RwLock<Claims>,
-    /// Serializes writes so persist order equals index order.
-    write: Mutex<()>,
+    /// Writes waiting for the writer thread, which plans them in order, commits each batch as
+    /// one transaction (group commit) and only then indexes it.
+    ops: mpsc::UnboundedSender<Op>,
     shell: watch::Sender<Arc<ShellSnapshot>>,
 }
 
@@ -204,7 +208,8 @@ pub struct Registered {
 
 impl Registry {
     /// Loads the index from the store.
-    pub fn load(store: Arc<dyn Store>, thresholds: Thresholds) -> Result<Registry, String> {
+    /// Starts the writer thread, which stops once the registry is dropped.
+    pub fn load(store: Arc<dyn Store>, thresholds: Thresholds) -> Result<Arc<Registry>, String> {
         let loaded = store.load().map_err(|e| e.to_string())?;
         let index: BTreeMap<String, PluginRecord> = loaded
             .plugins
@@ -214,7 +219,8 @@ impl Registry {
         let snapshot = build_snapshot(&index, 0);
         let index_for_claims = index.clone();
         let (shell, _) = watch::channel(Arc::new(snapshot));
-        Ok(Registry {
+        let (ops, queued) = mpsc::unbounded_channel();
+        let registry = Arc::new(Registry {
             store,
             thresholds,
             index: RwLock::new(index),
@@ -230,9 +236,15 @@ impl Registry {
                     .filter_map(|r| Some((r.name.clone(), entry_json(r)?)))
                     .collect(),
             ),
-            write: Mutex::new(()),
+            ops,
             shell,
-        })
+        });
+        let weak = Arc::downgrade(&registry);
+        std::thread::Builder::new()
+            .name("tessera-writer".into())
+            .spawn(move || run_writer(weak, queued))
+            .map_err(|e| format!("cannot start the store writer: {e}"))?;
+        Ok(registry)
     }
 
     // --- reads ---
@@ -359,13 +371,24 @@ impl Registry {
     // --- writes ---
 
     /// Registers (or re-registers) a plugin version. Conflicts with other plugins' panel ids
-    /// and route paths are refused here, under the write lock, so two racing registrations
+    /// and route paths are refused here, on the writer thread, against the claims of every
+    /// write planned before it (committed or in the same batch), so two racing registrations
     /// cannot both claim the same id.
     pub async fn register(&self, reg: Registration, actor: &Actor) -> Result<Registered, ApiError> {
-        let _w = self.write.lock().await;
+        let actor = actor.clone();
+        self.submit(move |me, b| me.plan_register(b, reg, &actor))
+            .await
+    }
+
+    fn plan_register(
+        &self,
+        b: &mut Batch,
+        reg: Registration,
+        actor: &Actor,
+    ) -> Result<Registered, ApiError> {
         let now = now_rfc3339();
-        let existing = self.get(&reg.name);
-        self.check_conflicts(&reg)?;
+        let existing = b.get(self, &reg.name);
+        self.check_conflicts(b, &reg)?;
 
         let deployment = Deployment {
             version: reg.version.clone(),
@@ -442,14 +465,14 @@ impl Registry {
         };
         write(&self.stats).remove(&reg.name);
         let event = audit(actor, action, Some(&reg.name), reason, &now);
-        self.commit(record.clone(), vec![event]).await?;
+        b.put(self, record.clone(), vec![event]);
         Ok(Registered {
             record,
             changed: true,
         })
     }
 
-    fn check_conflicts(&self, reg: &Registration) -> Result<(), ApiError> {
+    fn check_conflicts(&self, b: &Batch, reg: &Registration) -> Result<(), ApiError> {
         let claims = read(&self.claims);
         let mine = contributions(&reg.manifest);
         let Some((what, id, other)) = mine.iter().find_map(|(kind, id)| {
@@ -459,8 +482,8 @@ impl Registry {
             return Ok(());
         };
         drop(claims);
-        let version = self
-            .get(&other)
+        let version = b
+            .get(self, &other)
             .map(|r| r.current.version)
             .unwrap_or_default();
         Err(ApiError::new(
@@ -483,127 +506,130 @@ impl Registry {
         reason: &str,
         actor: &Actor,
     ) -> Result<PluginRecord, ApiError> {
-        let _w = self.write.lock().await;
-        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
-        let now = now_rfc3339();
-        rec.state = State::Disabled;
-        rec.disabled = Some(Disabled {
-            reason: reason.to_string(),
-            by: actor.who.clone(),
-            at: now.clone(),
-        });
-        rec.set_condition(
-            condition::ENABLED,
-            false,
-            Reason::DisabledByAdmin,
-            reason,
-            &now,
-        );
-        rec.updated_at = now.clone();
-        let event = audit(actor, "disable", Some(name), reason.to_string(), &now);
-        self.commit(rec.clone(), vec![event]).await?;
-        Ok(rec)
+        let (reason, by) = (reason.to_string(), actor.who.clone());
+        self.edit(name, actor, move |_, rec, now| {
+            rec.state = State::Disabled;
+            rec.disabled = Some(Disabled {
+                reason: reason.clone(),
+                by,
+                at: now.to_string(),
+            });
+            rec.set_condition(
+                condition::ENABLED,
+                false,
+                Reason::DisabledByAdmin,
+                reason.clone(),
+                now,
+            );
+            Some(("disable", reason))
+        })
+        .await
     }
 
     /// Lifts the kill switch; the plugin is probed again before it is shown.
     pub async fn enable(&self, name: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
-        let _w = self.write.lock().await;
-        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
-        if rec.disabled.is_none() {
-            return Ok(rec);
-        }
-        let now = now_rfc3339();
-        rec.disabled = None;
-        rec.state = State::Registering;
-        // Shown again only once its probes pass.
-        rec.serving = None;
-        rec.set_condition(
-            condition::ENABLED,
-            true,
-            Reason::EnabledByAdmin,
-            "enabled by an admin",
-            &now,
-        );
-        rec.set_condition(
-            condition::READY,
-            false,
-            Reason::AwaitingProbe,
-            "waiting for probes after being enabled",
-            &now,
-        );
-        rec.updated_at = now.clone();
-        write(&self.stats).remove(name);
-        let event = audit(actor, "enable", Some(name), "enabled".to_string(), &now);
-        self.commit(rec.clone(), vec![event]).await?;
-        Ok(rec)
+        self.edit(name, actor, |me, rec, now| {
+            rec.disabled.as_ref()?;
+            // Rounds from before the kill switch do not count towards Ready.
+            write(&me.stats).remove(&rec.name);
+            rec.disabled = None;
+            rec.state = State::Registering;
+            // Shown again only once its probes pass.
+            rec.serving = None;
+            rec.set_condition(
+                condition::ENABLED,
+                true,
+                Reason::EnabledByAdmin,
+                "enabled by an admin",
+                now,
+            );
+            rec.set_condition(
+                condition::READY,
+                false,
+                Reason::AwaitingProbe,
+                "waiting for probes after being enabled",
+                now,
+            );
+            Some(("enable", "enabled".to_string()))
+        })
+        .await
     }
 
     /// Forgets a plugin.
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), ApiError> {
-        let _w = self.write.lock().await;
-        if self.get(name).is_none() {
-            return Err(not_found(name));
-        }
-        let now = now_rfc3339();
-        let event = audit(actor, "delete", Some(name), "deleted".to_string(), &now);
-        let store = self.store.clone();
-        let n = name.to_string();
-        blocking(move || store.delete(&n, &event)).await?;
-        write(&self.index).remove(name);
-        write(&self.stats).remove(name);
-        write(&self.remote_bytes).remove(name);
-        write(&self.claims).remove(name);
-        write(&self.entries).remove(name);
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        self.publish();
-        Ok(())
+        let (name, actor) = (name.to_string(), actor.clone());
+        self.submit(move |me, b| {
+            if b.get(me, &name).is_none() {
+                return Err(not_found(&name));
+            }
+            let now = now_rfc3339();
+            let event = audit(&actor, "delete", Some(&name), "deleted".to_string(), &now);
+            b.delete(me, &name, event);
+            Ok(())
+        })
+        .await
     }
 
     /// Accepts a changed remote entry under the same version (after `RemoteEntryChanged`).
     pub async fn accept_remote(&self, name: &str, actor: &Actor) -> Result<PluginRecord, ApiError> {
-        let _w = self.write.lock().await;
-        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
-        let now = now_rfc3339();
-        rec.current.integrity = None;
-        if rec.state == State::Degraded {
-            rec.state = State::Registering;
-        }
-        rec.set_condition(
-            condition::READY,
-            false,
-            Reason::AwaitingProbe,
-            "remote entry accepted by an admin; waiting for probes",
-            &now,
-        );
-        rec.updated_at = now.clone();
-        let event = audit(
-            actor,
-            "accept-remote",
-            Some(name),
-            "changed remote entry accepted".to_string(),
-            &now,
-        );
-        self.commit(rec.clone(), vec![event]).await?;
-        Ok(rec)
+        self.edit(name, actor, |_, rec, now| {
+            rec.current.integrity = None;
+            if rec.state == State::Degraded {
+                rec.state = State::Registering;
+            }
+            rec.set_condition(
+                condition::READY,
+                false,
+                Reason::AwaitingProbe,
+                "remote entry accepted by an admin; waiting for probes",
+                now,
+            );
+            Some(("accept-remote", "changed remote entry accepted".to_string()))
+        })
+        .await
+    }
+
+    /// Changes one existing record as `change` says (given the time), and audits it with the
+    /// action and reason `change` returns; `None` means there was nothing to change.
+    async fn edit(
+        &self,
+        name: &str,
+        actor: &Actor,
+        change: impl FnOnce(&Registry, &mut PluginRecord, &str) -> Option<(&'static str, String)>
+        + Send
+        + 'static,
+    ) -> Result<PluginRecord, ApiError> {
+        let (name, actor) = (name.to_string(), actor.clone());
+        self.submit(move |me, b| {
+            let mut rec = b.get(me, &name).ok_or_else(|| not_found(&name))?;
+            let now = now_rfc3339();
+            let Some((action, reason)) = change(me, &mut rec, &now) else {
+                return b.get(me, &name).ok_or_else(|| not_found(&name));
+            };
+            rec.updated_at = now.clone();
+            let event = audit(&actor, action, Some(&name), reason, &now);
+            b.put(me, rec.clone(), vec![event]);
+            Ok(rec)
+        })
+        .await
     }
 
     /// Revokes a token id (idempotent).
     pub async fn revoke(&self, jti: &str, actor: &Actor) -> Result<(), ApiError> {
-        let _w = self.write.lock().await;
-        let now = now_rfc3339();
-        let event = audit(
-            actor,
-            "revoke-token",
-            None,
-            format!("token {jti} revoked"),
-            &now,
-        );
-        let store = self.store.clone();
-        let id = jti.to_string();
-        blocking(move || store.revoke(&id, &event)).await?;
-        write(&self.revoked).insert(jti.to_string());
-        Ok(())
+        let (jti, actor) = (jti.to_string(), actor.clone());
+        self.submit(move |_, b| {
+            let now = now_rfc3339();
+            let event = audit(
+                &actor,
+                "revoke-token",
+                None,
+                format!("token {jti} revoked"),
+                &now,
+            );
+            b.revoke(jti, now, event);
+            Ok(())
+        })
+        .await
     }
 
     /// Applies one probe round's outcome and makes the transitions the thresholds call for.
@@ -617,14 +643,29 @@ impl Registry {
             }
             return Ok(());
         }
-        let _w = self.write.lock().await;
-        let Some(mut rec) = self.get(name) else {
-            return Ok(());
+        let name = name.to_string();
+        self.submit(move |me, b| {
+            me.plan_probe(b, &name, outcome, hash, failure);
+            Ok(())
+        })
+        .await
+    }
+
+    fn plan_probe(
+        &self,
+        b: &mut Batch,
+        name: &str,
+        outcome: ProbeOutcome,
+        hash: Option<String>,
+        failure: Option<(Reason, String)>,
+    ) {
+        let Some(mut rec) = b.get(self, name) else {
+            return;
         };
         if rec.current.version != outcome.version
             || matches!(rec.state, State::Disabled | State::Installed)
         {
-            return Ok(()); // a stale round, or a plugin the prober must leave alone
+            return; // a stale round, or a plugin the prober must leave alone
         }
         let now = now_rfc3339();
         let stats = self.record_stats(name, outcome.latency_ms, &failure);
@@ -730,10 +771,10 @@ impl Registry {
                 .collect::<Vec<_>>()
         };
         if before.0 == rec.state && reasons(&before.1) == reasons(&rec.conditions) {
-            return Ok(());
+            return;
         }
         rec.updated_at = now;
-        self.commit(rec, events).await
+        b.put(self, rec, events);
     }
 
     fn record_stats(
@@ -825,102 +866,136 @@ impl Registry {
         message: &str,
         actor: &Actor,
     ) -> Result<(), ApiError> {
-        let _w = self.write.lock().await;
-        let mut rec = self.get(name).ok_or_else(|| not_found(name))?;
-        let now = now_rfc3339();
-        let reason = if ok {
-            Reason::Passed
-        } else {
-            Reason::UiLoadFailed
-        };
-        let was = rec
-            .conditions
-            .iter()
-            .find(|c| c.kind == condition::UI_LOADED)
-            .map(|c| (c.status.clone(), c.reason));
-        rec.set_condition(
-            condition::UI_LOADED,
-            ok,
-            reason,
-            format!("version {version}: {message}"),
-            &now,
-        );
-        let is = rec
-            .conditions
-            .iter()
-            .find(|c| c.kind == condition::UI_LOADED)
-            .map(|c| (c.status.clone(), c.reason));
-        if was == is {
-            return Ok(());
-        }
-        rec.updated_at = now.clone();
-        let event = audit(
-            actor,
-            "ui-report",
-            Some(name),
-            format!("version {version}: {message}"),
-            &now,
-        );
-        self.commit(rec, vec![event]).await
+        let text = format!("version {version}: {message}");
+        self.edit(name, actor, move |_, rec, now| {
+            let ui_loaded = |rec: &PluginRecord| {
+                rec.conditions
+                    .iter()
+                    .find(|c| c.kind == condition::UI_LOADED)
+                    .map(|c| (c.status.clone(), c.reason))
+            };
+            let was = ui_loaded(rec);
+            let reason = if ok {
+                Reason::Passed
+            } else {
+                Reason::UiLoadFailed
+            };
+            rec.set_condition(condition::UI_LOADED, ok, reason, text.clone(), now);
+            // Persisted only when the outcome changes, not for every page load.
+            (was != ui_loaded(rec)).then_some(("ui-report", text))
+        })
+        .await
+        .map(|_| ())
     }
 
-    /// Persists then indexes a record; republishes the shell list when what it exposes changed
-    /// (at once for admin decisions, through the coalescing publisher otherwise).
-    async fn commit(&self, record: PluginRecord, events: Vec<AuditEvent>) -> Result<(), ApiError> {
-        let admin = events.iter().any(|e| e.actor.starts_with("admin:"));
-        self.commit_with(record, events, admin).await
-    }
-
-    async fn commit_with(
+    /// Queues a write for the writer thread and waits until it is committed (or refused).
+    /// `plan` runs on the writer, against the batch's view of the records, and must change the
+    /// batch only once it has decided to succeed.
+    async fn submit<T: Send + 'static>(
         &self,
-        record: PluginRecord,
-        events: Vec<AuditEvent>,
-        now: bool,
-    ) -> Result<(), ApiError> {
-        let store = self.store.clone();
-        let r = record.clone();
-        let logged = events.clone();
-        blocking(move || store.put(&r, &events)).await?;
-        for e in &logged {
-            tracing::info!(plugin = %record.name, state = record.state.as_str(), actor = %e.actor, action = %e.action, reason = %e.reason, request_id = e.request_id.as_deref().unwrap_or(""), "audit");
+        plan: impl FnOnce(&Registry, &mut Batch) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op: Op = Box::new(move |me, b| match plan(me, b) {
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+            Ok(v) => b.done.push(Box::new(move |committed| {
+                let _ = tx.send(committed.map(|()| v).map_err(ApiError::store));
+            })),
+        });
+        self.ops
+            .send(op)
+            .map_err(|_| ApiError::store("the store writer has stopped"))?;
+        rx.await
+            .map_err(|_| ApiError::store("the write was abandoned by the store writer"))?
+    }
+
+    /// Commits a batch as one transaction, then indexes it and answers every write in it.
+    fn finish(&self, batch: Batch) {
+        let Batch {
+            touched,
+            changes,
+            revoked,
+            urgent,
+            done,
+        } = batch;
+        let committed = if changes.is_empty() {
+            Ok(())
+        } else {
+            self.store.commit(&changes).map_err(|e| e.to_string())
+        };
+        match &committed {
+            Ok(()) => {
+                for c in &changes {
+                    if let Change::Audit(e) = c {
+                        tracing::info!(plugin = e.plugin.as_deref().unwrap_or(""), actor = %e.actor, action = %e.action, reason = %e.reason, request_id = e.request_id.as_deref().unwrap_or(""), "audit");
+                    }
+                }
+                write(&self.revoked).extend(revoked);
+                self.index_committed(touched, urgent);
+            }
+            Err(_) => {
+                // Claims were taken as the batch was planned; nothing of it happened.
+                let rebuilt = Claims::build(&read(&self.index));
+                *write(&self.claims) = rebuilt;
+            }
         }
-        // Keep remote-entry bytes only for the versions that can still be served or probed.
-        let keep = [
-            Some(&record.current.version),
-            record.serving.as_ref().map(|s| &s.version),
-        ];
-        if let Some(versions) = write(&self.remote_bytes).get_mut(&record.name) {
-            versions.retain(|(v, _)| keep.contains(&Some(v)));
+        for answer in done {
+            answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
         }
+    }
+
+    /// Swaps committed records into the index; republishes the shell list when what it exposes
+    /// changed (at once for admin decisions, through the coalescing publisher otherwise).
+    fn index_committed(&self, touched: HashMap<String, Option<PluginRecord>>, urgent: bool) {
         let exposure = |r: &PluginRecord| {
             r.exposed()
-                .map(|d| (d.version.clone(), d.integrity.clone(), r.name.clone()))
+                .map(|d| (d.version.clone(), d.integrity.clone()))
         };
-        let changed = {
+        let mut changed = false;
+        {
             let mut index = write(&self.index);
-            let before = index.get(&record.name).and_then(exposure);
-            let after = exposure(&record);
-            write(&self.claims).update(&record);
-            if before != after {
-                let mut entries = write(&self.entries);
-                match entry_json(&record) {
-                    Some(e) => entries.insert(record.name.clone(), e),
-                    None => entries.remove(&record.name),
+            let mut entries = write(&self.entries);
+            let mut remote_bytes = write(&self.remote_bytes);
+            for (name, record) in touched {
+                let before = index.get(&name).and_then(exposure);
+                let Some(record) = record else {
+                    changed |= before.is_some();
+                    index.remove(&name);
+                    entries.remove(&name);
+                    remote_bytes.remove(&name);
+                    write(&self.stats).remove(&name);
+                    continue;
                 };
+                // Keep remote-entry bytes only for the versions that can still be served or
+                // probed.
+                let keep = [
+                    Some(&record.current.version),
+                    record.serving.as_ref().map(|s| &s.version),
+                ];
+                if let Some(versions) = remote_bytes.get_mut(&name) {
+                    versions.retain(|(v, _)| keep.contains(&Some(v)));
+                }
+                if before != exposure(&record) {
+                    changed = true;
+                    match entry_json(&record) {
+                        Some(e) => entries.insert(name.clone(), e),
+                        None => entries.remove(&name),
+                    };
+                }
+                index.insert(name, record);
             }
-            index.insert(record.name.clone(), record);
-            before != after
-        };
+        }
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         if changed {
-            if now {
+            if urgent {
                 self.publish();
             } else {
                 self.dirty.notify_one();
             }
         }
-        Ok(())
     }
 
     fn publish(&self) {
@@ -930,6 +1005,95 @@ impl Registry {
             self.shell
                 .send_replace(Arc::new(snapshot(body, current.generation + 1)));
         }
+    }
+}
+
+/// Most writes one transaction carries.
+const MAX_BATCH: usize = 512;
+
+/// A write waiting for the writer: it plans its change against the batch's view of the records.
+type Op = Box<dyn FnOnce(&Registry, &mut Batch) + Send>;
+
+/// Tells one caller how its transaction ended (`Err`: why it failed).
+type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// The writes of one transaction, as the writer gathers them.
+#[derive(Default)]
+struct Batch {
+    /// Records as this batch leaves them (`None`: deleted).
+    touched: HashMap<String, Option<PluginRecord>>,
+    /// What to persist, in order.
+    changes: Vec<Change>,
+    /// Token ids this batch revokes.
+    revoked: Vec<String>,
+    /// An admin decision is in the batch: the shell list is republished at once, not paced.
+    urgent: bool,
+    /// Answers to send once the transaction is over (`Err`: why it failed).
+    done: Vec<Answer>,
+}
+
+impl Batch {
+    /// A record as the writes planned so far leave it.
+    fn get(&self, reg: &Registry, name: &str) -> Option<PluginRecord> {
+        match self.touched.get(name) {
+            Some(r) => r.clone(),
+            None => reg.get(name),
+        }
+    }
+
+    fn put(&mut self, reg: &Registry, record: PluginRecord, events: Vec<AuditEvent>) {
+        // Claims are taken at once, so the next registration in this batch sees them.
+        write(&reg.claims).update(&record);
+        self.changes.push(Change::Put(Box::new(record.clone())));
+        self.audit(events);
+        self.touched.insert(record.name.clone(), Some(record));
+    }
+
+    fn delete(&mut self, reg: &Registry, name: &str, event: AuditEvent) {
+        write(&reg.claims).remove(name);
+        self.changes.push(Change::Delete(name.to_string()));
+        self.audit(vec![event]);
+        self.touched.insert(name.to_string(), None);
+    }
+
+    fn revoke(&mut self, jti: String, at: String, event: AuditEvent) {
+        self.changes.push(Change::Revoke {
+            jti: jti.clone(),
+            at,
+        });
+        self.audit(vec![event]);
+        self.revoked.push(jti);
+    }
+
+    fn audit(&mut self, events: Vec<AuditEvent>) {
+        self.urgent |= events.iter().any(|e| e.actor.starts_with("admin:"));
+        self.changes.extend(events.into_iter().map(Change::Audit));
+    }
+}
+
+/// The writer thread: takes every write queued while the previous transaction ran, plans them
+/// in arrival order, and commits them as one transaction. Acknowledgements still follow the
+/// commit; what batching saves is one fsync per write.
+fn run_writer(registry: std::sync::Weak<Registry>, mut queued: mpsc::UnboundedReceiver<Op>) {
+    while let Some(first) = queued.blocking_recv() {
+        let Some(me) = registry.upgrade() else {
+            return;
+        };
+        let mut batch = Batch::default();
+        let mut next = Some(first);
+        let mut planned = 0;
+        while let Some(op) = next.take() {
+            // A plan that panics loses its own answer (its caller sees an error), not the writer.
+            let plan = std::panic::AssertUnwindSafe(|| op(&me, &mut batch));
+            if std::panic::catch_unwind(plan).is_err() {
+                tracing::error!("a write panicked while being planned; it was dropped");
+            }
+            planned += 1;
+            if planned < MAX_BATCH {
+                next = queued.try_recv().ok();
+            }
+        }
+        me.finish(batch);
     }
 }
 
@@ -1190,4 +1354,176 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Loaded, StoreError};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// An in-memory store that counts transactions, takes a little time per commit (as an
+    /// fsync does) and can be told to refuse writes.
+    #[derive(Default)]
+    struct Counting {
+        records: std::sync::Mutex<BTreeMap<String, PluginRecord>>,
+        audit: std::sync::Mutex<Vec<AuditEvent>>,
+        commits: AtomicUsize,
+        fail: AtomicBool,
+    }
+
+    impl Store for Counting {
+        fn load(&self) -> Result<Loaded, StoreError> {
+            Ok(Loaded::default())
+        }
+        fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError("disk full".into()));
+            }
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            let mut records = self.records.lock().unwrap();
+            for c in changes {
+                match c {
+                    Change::Put(r) => {
+                        records.insert(r.name.clone(), (**r).clone());
+                    }
+                    Change::Delete(n) => {
+                        records.remove(n);
+                    }
+                    Change::Audit(e) => self.audit.lock().unwrap().push(e.clone()),
+                    Change::Revoke { .. } => {}
+                }
+            }
+            Ok(())
+        }
+        fn audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+            Ok(self.audit.lock().unwrap().clone())
+        }
+        fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    fn registration(name: &str, panel: &str) -> Registration {
+        Registration {
+            name: name.into(),
+            version: "1.0.0".into(),
+            manifest: json!({"name": name, "ui": {"contributions": {"panels": [{"id": panel}]}}}),
+            backend_url: "http://127.0.0.1:1".into(),
+            remote_url: "http://127.0.0.1:1/mf/remoteEntry.js".into(),
+            token_id: "t".into(),
+        }
+    }
+
+    fn open(store: &Arc<Counting>) -> Arc<Registry> {
+        let thresholds = Thresholds {
+            success: 1,
+            failure: 1,
+        };
+        Registry::load(store.clone(), thresholds).unwrap()
+    }
+
+    fn admin() -> Actor {
+        Actor {
+            who: "admin:test".into(),
+            request_id: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_transactions_and_none_is_lost() {
+        let store = Arc::new(Counting::default());
+        let reg = open(&store);
+        let mut tasks = Vec::new();
+        for i in 0..200 {
+            let reg = reg.clone();
+            tasks.push(tokio::spawn(async move {
+                let who = admin();
+                let name = format!("p{i:03}");
+                reg.register(registration(&name, &format!("{name}.panel")), &who)
+                    .await
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap().unwrap().changed);
+        }
+        let commits = store.commits.load(Ordering::SeqCst);
+        assert!(
+            commits < 100,
+            "200 concurrent registrations took {commits} transactions"
+        );
+        // Every acknowledged write is in the store and the index, with its audit event.
+        let stored = store.records.lock().unwrap().clone();
+        assert_eq!(stored.len(), 200);
+        assert_eq!(reg.list(), stored.values().cloned().collect::<Vec<_>>());
+        assert_eq!(store.audit.lock().unwrap().len(), 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_in_one_batch_see_each_other() {
+        let store = Arc::new(Counting::default());
+        let reg = open(&store);
+        let who = admin();
+        // Queued together: the second claims the first's panel id and must be refused even
+        // though the first is not committed when the second is planned.
+        let (a, b) = tokio::join!(
+            reg.register(registration("a", "shared.panel"), &who),
+            reg.register(registration("b", "shared.panel"), &who),
+        );
+        // join! polls in order, so "a" is queued first.
+        assert!(a.is_ok());
+        assert_eq!(b.unwrap_err().code, Code::ContributionConflict);
+        // A disable and an enable queued together apply in order, each on the other's result.
+        let (d, e) = tokio::join!(reg.disable("a", "incident", &who), reg.enable("a", &who),);
+        assert_eq!(d.unwrap().state, State::Disabled);
+        let e = e.unwrap();
+        assert!(e.disabled.is_none());
+        assert_eq!(e.state, State::Registering);
+        assert_eq!(reg.get("a").unwrap(), e);
+        assert_eq!(store.records.lock().unwrap().get("a"), Some(&e));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_transaction_changes_nothing_and_frees_its_claims() {
+        let store = Arc::new(Counting::default());
+        let reg = open(&store);
+        let who = admin();
+        store.fail.store(true, Ordering::SeqCst);
+        let err = reg
+            .register(registration("a", "x.panel"), &who)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, Code::StoreUnavailable);
+        assert!(err.message.contains("disk full"), "{}", err.message);
+        assert!(reg.get("a").is_none());
+        assert!(store.records.lock().unwrap().is_empty());
+        // The failed write's panel id is free again once the store recovers.
+        store.fail.store(false, Ordering::SeqCst);
+        let ok = reg
+            .register(registration("b", "x.panel"), &who)
+            .await
+            .unwrap();
+        assert!(ok.changed);
+        assert_eq!(reg.get("b").unwrap().state, State::Registering);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_stops_with_the_registry() {
+        let store = Arc::new(Counting::default());
+        let reg = open(&store);
+        let who = admin();
+        reg.register(registration("a", "a.panel"), &who)
+            .await
+            .unwrap();
+        let weak = Arc::downgrade(&reg);
+        drop(reg);
+        for _ in 0..100 {
+            if weak.upgrade().is_none() && Arc::strong_count(&store) == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the registry (and its store) outlived its last handle");
+    }
 }

@@ -24,16 +24,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
     let db = config.data_dir.join(DB_FILE);
     let store = SqliteStore::open(&db).map_err(|e| format!("store {}: {e}", db.display()))?;
-    let registry = Arc::new(
-        Registry::load(
-            Arc::new(store),
-            Thresholds {
-                success: config.probe.success_threshold,
-                failure: config.probe.failure_threshold,
-            },
-        )
-        .map_err(|e| format!("loading state from {}: {e}", db.display()))?,
-    );
+    let registry = Registry::load(
+        Arc::new(store),
+        Thresholds {
+            success: config.probe.success_threshold,
+            failure: config.probe.failure_threshold,
+        },
+    )
+    .map_err(|e| format!("loading state from {}: {e}", db.display()))?;
     let publisher = registry.spawn_publisher();
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -34,18 +34,31 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// One change to persist. A slice of them is committed as one transaction, in order.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Writes (creates or replaces) a plugin record.
+    Put(Box<PluginRecord>),
+    /// Deletes a plugin record (no error when absent).
+    Delete(String),
+    /// Records a revoked token id (idempotent), at an RFC 3339 time.
+    Revoke {
+        /// Token id.
+        jti: String,
+        /// When.
+        at: String,
+    },
+    /// Appends an audit event.
+    Audit(AuditEvent),
+}
+
 /// A place the core keeps its state.
 pub trait Store: Send + Sync + 'static {
     /// Reads everything (at start).
     fn load(&self) -> Result<Loaded, StoreError>;
-    /// Writes a plugin record and its audit events in one transaction.
-    fn put(&self, record: &PluginRecord, audit: &[AuditEvent]) -> Result<(), StoreError>;
-    /// Deletes a plugin record, auditing it, in one transaction.
-    fn delete(&self, name: &str, audit: &AuditEvent) -> Result<(), StoreError>;
-    /// Records a revoked token id (idempotent), auditing it.
-    fn revoke(&self, jti: &str, audit: &AuditEvent) -> Result<(), StoreError>;
-    /// Appends audit events alone (decisions that change no record).
-    fn append_audit(&self, audit: &[AuditEvent]) -> Result<(), StoreError>;
+    /// Commits changes, in order, as one transaction: all of them or none. The registry groups
+    /// the writes that arrive while the previous commit runs into one call (group commit).
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
     /// Reads audit events, newest first.
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
     /// Whether the store answers.

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditQuery, Loaded, Store, StoreError};
+use super::{AuditQuery, Change, Loaded, Store, StoreError};
 use crate::model::{AuditEvent, PluginRecord, now_rfc3339};
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit one that has
@@ -180,45 +180,43 @@ impl Store for SqliteStore {
         Ok(Loaded { plugins, revoked })
     }
 
-    fn put(&self, record: &PluginRecord, audit: &[AuditEvent]) -> Result<(), StoreError> {
-        let json = serde_json::to_string(record).map_err(err)?;
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        // Serialize before taking the connection: the lock is held for the SQL alone.
+        let mut rows = Vec::with_capacity(changes.len());
+        for c in changes {
+            rows.push(match c {
+                Change::Put(r) => Some(serde_json::to_string(r).map_err(err)?),
+                _ => None,
+            });
+        }
         let mut conn = self.lock()?;
         let tx = conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO plugins (name, record, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
-            params![record.name, json, record.updated_at],
-        )
-        .map_err(err)?;
-        insert_audit(&tx, audit)?;
-        tx.commit().map_err(err)
-    }
-
-    fn delete(&self, name: &str, audit: &AuditEvent) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute("DELETE FROM plugins WHERE name = ?1", params![name])
-            .map_err(err)?;
-        insert_audit(&tx, std::slice::from_ref(audit))?;
-        tx.commit().map_err(err)
-    }
-
-    fn revoke(&self, jti: &str, audit: &AuditEvent) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO revoked_tokens (jti, revoked_at) VALUES (?1, ?2)",
-            params![jti, audit.time],
-        )
-        .map_err(err)?;
-        insert_audit(&tx, std::slice::from_ref(audit))?;
-        tx.commit().map_err(err)
-    }
-
-    fn append_audit(&self, audit: &[AuditEvent]) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction().map_err(err)?;
-        insert_audit(&tx, audit)?;
+        for (c, json) in changes.iter().zip(rows) {
+            match (c, json) {
+                (Change::Put(r), Some(json)) => {
+                    tx.prepare_cached(
+                        "INSERT INTO plugins (name, record, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+                    )
+                    .and_then(|mut st| st.execute(params![r.name, json, r.updated_at]))
+                    .map_err(err)?;
+                }
+                (Change::Delete(name), _) => {
+                    tx.prepare_cached("DELETE FROM plugins WHERE name = ?1")
+                        .and_then(|mut st| st.execute(params![name]))
+                        .map_err(err)?;
+                }
+                (Change::Revoke { jti, at }, _) => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO revoked_tokens (jti, revoked_at) VALUES (?1, ?2)",
+                    )
+                    .and_then(|mut st| st.execute(params![jti, at]))
+                    .map_err(err)?;
+                }
+                (Change::Audit(e), _) => insert_audit(&tx, std::slice::from_ref(e))?,
+                (Change::Put(_), None) => return Err(err("record not serialized")),
+            }
+        }
         tx.commit().map_err(err)
     }
 
@@ -300,13 +298,29 @@ mod tests {
         {
             let s = SqliteStore::open(&path).unwrap();
             assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
-            s.put(&record("a"), &[event("register", Some("a"))])
+            s.commit(&[
+                Change::Put(Box::new(record("a"))),
+                Change::Audit(event("register", Some("a"))),
+            ])
+            .unwrap();
+            // One transaction, in order: b is written, then deleted.
+            s.commit(&[
+                Change::Put(Box::new(record("b"))),
+                Change::Audit(event("register", Some("b"))),
+                Change::Delete("b".into()),
+                Change::Audit(event("delete", Some("b"))),
+            ])
+            .unwrap();
+            for _ in 0..2 {
+                s.commit(&[
+                    Change::Revoke {
+                        jti: "jti-1".into(),
+                        at: now_rfc3339(),
+                    },
+                    Change::Audit(event("revoke-token", None)),
+                ])
                 .unwrap();
-            s.put(&record("b"), &[event("register", Some("b"))])
-                .unwrap();
-            s.delete("b", &event("delete", Some("b"))).unwrap();
-            s.revoke("jti-1", &event("revoke-token", None)).unwrap();
-            s.revoke("jti-1", &event("revoke-token", None)).unwrap();
+            }
         }
         let s = SqliteStore::open(&path).unwrap();
         let loaded = s.load().unwrap();
