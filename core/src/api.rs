@@ -26,7 +26,7 @@ use crate::assets::{self, AssetCache};
 use crate::auth::{self, AUD_ADMIN, AUD_REGISTER, Claims, Keys};
 use crate::config::Config;
 use crate::error::{ApiError, Code, ErrorBody};
-use crate::model::PluginRecord;
+use crate::model::{ManifestJson, PluginRecord};
 use crate::policy;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Actor, Registration, Registry};
@@ -502,7 +502,9 @@ async fn register_inner(
             Registration {
                 name: m.name.clone(),
                 version: m.version.to_string(),
-                manifest: m.to_json(),
+                manifest: ManifestJson::new(&m.to_json()).map_err(|e| {
+                    ApiError::new(Code::Internal, format!("the manifest cannot be kept: {e}"))
+                })?,
                 backend_url: req.backend_url,
                 remote_url: req.remote_url,
                 token_id: claims.jti,

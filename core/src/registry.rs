@@ -21,12 +21,14 @@ use std::sync::{Arc, RwLock};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256, Sha384};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::{ApiError, Code};
-use crate::model::{AuditEvent, Deployment, Disabled, PluginRecord, Reason, State, now_rfc3339};
+use crate::model::{
+    AuditEvent, Deployment, Disabled, ManifestJson, PluginRecord, Reason, State, now_rfc3339,
+};
 use crate::store::{AuditQuery, Change, Store};
 
 /// Condition types.
@@ -49,7 +51,7 @@ pub struct Registration {
     /// Version.
     pub version: String,
     /// Normalized manifest.
-    pub manifest: Value,
+    pub manifest: ManifestJson,
     /// Service URL.
     pub backend_url: String,
     /// Remote entry URL.
@@ -327,10 +329,10 @@ impl Registry {
                 readiness_path: p
                     .current
                     .manifest
-                    .pointer("/health/readinessPath")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/readyz")
-                    .to_string(),
+                    .fields::<HealthFields>()
+                    .health
+                    .readiness_path
+                    .unwrap_or_else(|| "/readyz".to_string()),
             })
             .collect();
         (generation, targets)
@@ -392,7 +394,7 @@ impl Registry {
 
         let deployment = Deployment {
             version: reg.version.clone(),
-            manifest: Arc::new(reg.manifest.clone()),
+            manifest: reg.manifest.clone(),
             backend_url: reg.backend_url.clone(),
             remote_url: reg.remote_url.clone(),
             integrity: None,
@@ -402,7 +404,7 @@ impl Registry {
         let (record, action, reason) = match existing {
             Some(rec)
                 if rec.current.version == reg.version
-                    && *rec.current.manifest == reg.manifest
+                    && rec.current.manifest == reg.manifest
                     && rec.current.backend_url == reg.backend_url
                     && rec.current.remote_url == reg.remote_url
                     && !remote_changed(&rec) =>
@@ -1143,37 +1145,20 @@ pub fn integrity(bytes: &[u8]) -> String {
 }
 
 /// A manifest's panel ids and route paths (trailing slash ignored), as claim keys.
-fn contributions(manifest: &Value) -> Vec<(&'static str, String)> {
-    let list = |list: &str, field: &str| -> Vec<String> {
-        manifest
-            .pointer(&format!("/ui/contributions/{list}"))
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.get(field).and_then(Value::as_str))
-                    .map(|s| {
-                        if field == "path" && s.len() > 1 {
-                            s.trim_end_matches('/')
-                        } else {
-                            s
-                        }
-                        .to_string()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let mut out: Vec<(&'static str, String)> = list("panels", "id")
-        .into_iter()
+fn contributions(manifest: &ManifestJson) -> Vec<(&'static str, String)> {
+    let c = manifest.fields::<ClaimFields>().ui.contributions;
+    let panels = c.panels.into_iter().filter_map(|p| p.id);
+    let routes = c.routes.into_iter().filter_map(|r| r.path).map(|p| {
+        if p.len() > 1 {
+            p.trim_end_matches('/').to_string()
+        } else {
+            p
+        }
+    });
+    panels
         .map(|p| ("panel id", p))
-        .collect();
-    out.extend(
-        list("routes", "path")
-            .into_iter()
-            .map(|r| ("route path", r)),
-    );
-    out
+        .chain(routes.map(|r| ("route path", r)))
+        .collect()
 }
 
 /// Who holds each panel id and route path.
@@ -1231,7 +1216,68 @@ struct ShellRemote<'a> {
     scope: String,
     remote_entry: String,
     integrity: &'a str,
-    contributions: Value,
+    contributions: Contributions<'a>,
+}
+
+/// A plugin's `ui.contributions`, copied as the manifest has it, or empty lists.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Contributions<'a> {
+    Declared(&'a serde_json::value::RawValue),
+    Nothing { panels: [(); 0], routes: [(); 0] },
+}
+
+/// The fields of a manifest the shell list copies (as raw JSON text).
+#[derive(Default, serde::Deserialize)]
+struct ShellFields<'a> {
+    #[serde(default, borrow)]
+    ui: ShellUi<'a>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ShellUi<'a> {
+    #[serde(default, borrow)]
+    contributions: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The field of a manifest the prober reads.
+#[derive(Default, serde::Deserialize)]
+struct HealthFields {
+    #[serde(default)]
+    health: Health,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Health {
+    readiness_path: Option<String>,
+}
+
+/// The fields of a manifest that claim names: panel ids and route paths.
+#[derive(Default, serde::Deserialize)]
+struct ClaimFields {
+    #[serde(default)]
+    ui: ClaimUi,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ClaimUi {
+    #[serde(default)]
+    contributions: ClaimContributions,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ClaimContributions {
+    #[serde(default)]
+    panels: Vec<Claimed>,
+    #[serde(default)]
+    routes: Vec<Claimed>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct Claimed {
+    id: Option<String>,
+    path: Option<String>,
 }
 
 /// The shell-list entry of a plugin, when it is exposed.
@@ -1252,9 +1298,16 @@ fn entry_json(rec: &PluginRecord) -> Option<bytes::Bytes> {
         integrity,
         contributions: dep
             .manifest
-            .pointer("/ui/contributions")
-            .cloned()
-            .unwrap_or_else(|| json!({"panels": [], "routes": []})),
+            .fields::<ShellFields<'_>>()
+            .ui
+            .contributions
+            .map_or(
+                Contributions::Nothing {
+                    panels: [],
+                    routes: [],
+                },
+                Contributions::Declared,
+            ),
     };
     serde_json::to_vec(&entry).ok().map(Into::into)
 }
@@ -1409,7 +1462,10 @@ mod tests {
         Registration {
             name: name.into(),
             version: "1.0.0".into(),
-            manifest: json!({"name": name, "ui": {"contributions": {"panels": [{"id": panel}]}}}),
+            manifest: ManifestJson::new(
+                &json!({"name": name, "ui": {"contributions": {"panels": [{"id": panel}]}}}),
+            )
+            .unwrap(),
             backend_url: "http://127.0.0.1:1".into(),
             remote_url: "http://127.0.0.1:1/mf/remoteEntry.js".into(),
             token_id: "t".into(),
@@ -1525,5 +1581,57 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("the registry (and its store) outlived its last handle");
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    fn exposed(manifest: serde_json::Value) -> PluginRecord {
+        let dep = Deployment {
+            version: "1.2.3".into(),
+            manifest: ManifestJson::new(&manifest).unwrap(),
+            backend_url: "http://127.0.0.1:1".into(),
+            remote_url: "http://127.0.0.1:1/mf/remoteEntry.js".into(),
+            integrity: Some("sha384-x".into()),
+            registered_at: now_rfc3339(),
+            token_id: "t".into(),
+        };
+        PluginRecord {
+            name: "a-b".into(),
+            state: State::Ready,
+            current: dep.clone(),
+            serving: Some(dep),
+            disabled: None,
+            conditions: vec![],
+            updated_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn shell_entries_copy_contributions_and_default_to_empty_lists() {
+        let with = exposed(json!({"name": "a-b", "ui": {"contributions": {
+            "panels": [{"id": "a-b.main", "title": "T"}], "routes": [{"path": "/a-b/", "component": "Page"}]}}}));
+        let entry: serde_json::Value = serde_json::from_slice(&entry_json(&with).unwrap()).unwrap();
+        assert_eq!(
+            entry,
+            json!({"name": "a-b", "version": "1.2.3", "scope": "plugin_a_b",
+                "remoteEntry": "/plugins/a-b/1.2.3/remoteEntry.js", "integrity": "sha384-x",
+                "contributions": {"panels": [{"id": "a-b.main", "title": "T"}],
+                                  "routes": [{"path": "/a-b/", "component": "Page"}]}})
+        );
+        assert_eq!(
+            contributions(&with.current.manifest),
+            [
+                ("panel id", "a-b.main".to_string()),
+                ("route path", "/a-b".to_string())
+            ]
+        );
+        let without = exposed(json!({"name": "a-b"}));
+        let entry: serde_json::Value =
+            serde_json::from_slice(&entry_json(&without).unwrap()).unwrap();
+        assert_eq!(entry["contributions"], json!({"panels": [], "routes": []}));
+        assert!(contributions(&without.current.manifest).is_empty());
     }
 }

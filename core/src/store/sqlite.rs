@@ -265,7 +265,8 @@ mod tests {
             state: State::Registering,
             current: Deployment {
                 version: "1.0.0".into(),
-                manifest: std::sync::Arc::new(serde_json::json!({"name": name})),
+                manifest: crate::model::ManifestJson::new(&serde_json::json!({"name": name}))
+                    .unwrap(),
                 backend_url: "http://127.0.0.1:1".into(),
                 remote_url: "http://127.0.0.1:1/mf/remoteEntry.js".into(),
                 integrity: None,
