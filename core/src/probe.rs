@@ -102,10 +102,18 @@ pub async fn run(
                 first_round = Some(known.keys().cloned().collect());
             }
         }
+        // A round is spawned only with a permit in hand, so at most `concurrency` rounds (and
+        // their tasks) exist at once, however many are due: 10,000 due rounds are 10,000
+        // queue entries, not 10,000 parked tasks.
+        let mut saturated = false;
         while let Some(Reverse((when, _))) = queue.peek() {
             if *when > now {
                 break;
             }
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                saturated = true;
+                break;
+            };
             let Some(Reverse((_, name))) = queue.pop() else {
                 break;
             };
@@ -115,12 +123,10 @@ pub async fn run(
             }
             let registry = registry.clone();
             let client = client.clone();
-            let permits = permits.clone();
             let done = done_tx.clone();
             let metrics = metrics.clone();
             let t = t.clone();
             tokio::spawn(async move {
-                let _permit = permits.acquire_owned().await;
                 let outcome = probe_once(
                     &client,
                     &t.backend_url,
@@ -148,14 +154,20 @@ pub async fn run(
                 if let Err(e) = registry.apply_probe(&t.name, outcome).await {
                     tracing::warn!(plugin = %t.name, error = %e, "probe outcome not recorded");
                 }
+                // Free the permit before saying so: the loop spawns the next round on this wake-up.
+                drop(permit);
                 let _ = done.send(t.name);
             });
         }
         // Wake at the earliest due round (so exposure flips as soon as a round is due), and at
-        // least every `tick` to pick up newly registered plugins.
-        let wake = queue.peek().map_or(tick, |Reverse((when, _))| {
-            when.saturating_duration_since(Instant::now()).min(tick)
-        });
+        // least every `tick` to pick up newly registered plugins. While every permit is taken,
+        // a finished round (which frees one) is what wakes it.
+        let wake = match queue.peek() {
+            Some(Reverse((when, _))) if !saturated => {
+                when.saturating_duration_since(Instant::now()).min(tick)
+            }
+            _ => tick,
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
             _ = tokio::time::sleep(wake) => {}
