@@ -8,6 +8,8 @@
 //!   each, WAL with the core's `synchronous` setting: commits/s.
 //! - `gating`: flips one plugin's readiness red T times and measures until the core's event
 //!   stream drops it.
+//! - `sse`: opens N event streams to a core, reads the core's RSS with all of them open, then
+//!   disables one plugin and measures until every stream has the list without it (fan-out).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: a failed step should stop loudly
 
@@ -72,6 +74,20 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         trials: usize,
     },
+    Sse {
+        #[arg(long)]
+        core: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The core's process id (its RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long)]
+        clients: usize,
+        /// The plugin to disable (and enable again afterwards).
+        #[arg(long)]
+        plugin: String,
+    },
 }
 
 fn name(i: usize) -> String {
@@ -109,6 +125,13 @@ async fn main() {
             plugin,
             trials,
         } => gating(&core, &fake, plugin, trials).await,
+        Cmd::Sse {
+            core,
+            data_dir,
+            pid,
+            clients,
+            plugin,
+        } => sse(&core, &data_dir, pid, clients, &plugin).await,
     }
 }
 
@@ -348,4 +371,124 @@ async fn read_event(res: &mut reqwest::Response, buf: &mut String) -> String {
         let chunk = res.chunk().await.unwrap().expect("stream ended");
         buf.push_str(&String::from_utf8_lossy(&chunk));
     }
+}
+
+/// Reads `remotes` events from a stream; scans only the bytes not scanned yet, so a large
+/// list arriving in many chunks costs linear time.
+struct EventReader {
+    res: reqwest::Response,
+    buf: Vec<u8>,
+    scanned: usize,
+}
+
+impl EventReader {
+    async fn next_remotes(&mut self) -> Vec<u8> {
+        loop {
+            let from = self.scanned.saturating_sub(1);
+            if let Some(i) = self.buf[from..].windows(2).position(|w| w == b"\n\n") {
+                let end = from + i + 2;
+                let event: Vec<u8> = self.buf.drain(..end).collect();
+                self.scanned = 0;
+                if event.starts_with(b"event: remotes\n") {
+                    return event;
+                }
+                continue;
+            }
+            self.scanned = self.buf.len();
+            let chunk = self.res.chunk().await.unwrap().expect("stream ended");
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+async fn sse(core: &str, data_dir: &std::path::Path, pid: u32, clients: usize, plugin: &str) {
+    let keys = Keys::load_or_create(data_dir).unwrap();
+    let (admin, _) = keys.issue_admin(600).unwrap();
+    let client = reqwest::Client::new();
+    let rss_before = rss_mib(pid);
+    let needle = format!("\"name\":\"{plugin}\"");
+    let (connected_tx, mut connected_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    for _ in 0..clients {
+        // One connection per stream, as separate browsers would have.
+        let c = reqwest::Client::new();
+        let (url, needle) = (format!("{core}/api/shell/events"), needle.clone());
+        let (connected, seen) = (connected_tx.clone(), seen_tx.clone());
+        tokio::spawn(async move {
+            let res = c.get(url).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            let mut r = EventReader {
+                res,
+                buf: Vec::new(),
+                scanned: 0,
+            };
+            let first = r.next_remotes().await;
+            assert!(
+                first.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "the plugin is not listed to begin with"
+            );
+            connected.send(()).unwrap();
+            loop {
+                let event = r.next_remotes().await;
+                if !event.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    seen.send(Instant::now()).unwrap();
+                    break;
+                }
+            }
+            // Hold the stream open until the run ends.
+            while let Ok(Some(_)) = r.res.chunk().await {}
+        });
+    }
+    for _ in 0..clients {
+        connected_rx.recv().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_open = rss_mib(pid);
+    let t0 = Instant::now();
+    let res = client
+        .post(format!("{core}/api/plugins/{plugin}/disable"))
+        .bearer_auth(&admin)
+        .json(&json!({"reason": "bench: fan-out"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "disable: {}", res.status());
+    let mut lat = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        lat.push(
+            seen_rx
+                .recv()
+                .await
+                .unwrap()
+                .duration_since(t0)
+                .as_secs_f64()
+                * 1000.0,
+        );
+    }
+    let rss_after = rss_mib(pid);
+    let res = client
+        .post(format!("{core}/api/plugins/{plugin}/enable"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "enable: {}", res.status());
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({"clients": clients, "rss_before_mib": rss_before, "rss_open_mib": rss_open,
+               "rss_after_event_mib": rss_after, "fanout_p50_ms": pct(&lat, 50.0),
+               "fanout_p99_ms": pct(&lat, 99.0), "fanout_max_ms": lat.last().copied().unwrap_or(0.0)})
+    );
 }

@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -800,37 +799,46 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-async fn shell_events(
-    State(state): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn shell_events(State(state): State<AppState>) -> Response {
     let mut rx = state.registry.subscribe();
     let mut shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
+    // Every stream sends the snapshot's prebuilt event bytes by reference: a change costs one
+    // copy of the list, not one per open shell.
     let stream = async_stream(move |tx| async move {
         metrics.sse_clients.inc();
         let _open = OnDrop(move || {
             metrics.sse_clients.dec();
         });
         let first = rx.borrow_and_update().clone();
-        if tx.send(remotes_event(&first)).await.is_err() {
+        if tx.send(Ok(first.event())).await.is_err() {
             return;
         }
+        let every = Duration::from_secs(15);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
-            tokio::select! {
+            let next = tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() { return; }
                     let snap = rx.borrow_and_update().clone();
-                    if tx.send(remotes_event(&snap)).await.is_err() { return; }
+                    snap.event()
                 }
+                _ = heartbeat.tick() => bytes::Bytes::from_static(b":heartbeat\n\n"),
                 _ = shutdown.changed() => return,
+            };
+            if tx.send(Ok(next)).await.is_err() {
+                return;
             }
         }
     });
-    Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("heartbeat"),
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
     )
+        .into_response()
 }
 
 /// Runs a closure when dropped (however the stream ends).
@@ -842,17 +850,10 @@ impl<F: FnMut()> Drop for OnDrop<F> {
     }
 }
 
-fn remotes_event(snap: &crate::registry::ShellSnapshot) -> Result<Event, Infallible> {
-    Ok(Event::default()
-        .event("remotes")
-        .id(snap.generation.to_string())
-        .data(String::from_utf8_lossy(&snap.body)))
-}
-
 /// A stream fed by a task through a small channel.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<Event, Infallible>>
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<bytes::Bytes, Infallible>>
 where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<bytes::Bytes, Infallible>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(8);

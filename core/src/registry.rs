@@ -143,6 +143,9 @@ pub struct ShellSnapshot {
     /// The same body, gzip-compressed (what browsers accept): made by the first request that
     /// asks for it, once per list, so churn with nobody reading costs no compression.
     gzip: std::sync::OnceLock<bytes::Bytes>,
+    /// The same body as one server-sent event (`event: remotes`), made once per list and
+    /// shared by every open stream, however many there are.
+    event: std::sync::OnceLock<bytes::Bytes>,
     /// Its strong ETag (of the JSON; the gzip variant carries it with a `-gzip` suffix).
     pub etag: String,
 }
@@ -151,6 +154,21 @@ impl ShellSnapshot {
     /// The gzip form of the body (compressed on first use).
     pub fn gzip(&self) -> bytes::Bytes {
         self.gzip.get_or_init(|| gzip(&self.body).into()).clone()
+    }
+
+    /// The list as a server-sent event: `event: remotes`, `id:` the generation, one `data:`
+    /// line (the JSON is compact: it holds no line break).
+    pub fn event(&self) -> bytes::Bytes {
+        self.event
+            .get_or_init(|| {
+                let head = format!("event: remotes\nid: {}\ndata: ", self.generation);
+                let mut out = Vec::with_capacity(head.len() + self.body.len() + 2);
+                out.extend_from_slice(head.as_bytes());
+                out.extend_from_slice(&self.body);
+                out.extend_from_slice(b"\n\n");
+                out.into()
+            })
+            .clone()
     }
 }
 
@@ -1352,6 +1370,7 @@ fn snapshot(body: bytes::Bytes, generation: u64) -> ShellSnapshot {
     ShellSnapshot {
         generation,
         gzip: std::sync::OnceLock::new(),
+        event: std::sync::OnceLock::new(),
         body,
         etag,
     }
