@@ -100,14 +100,7 @@ impl Keys {
             Ok(pem) => pem,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(dir)?;
-                let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
-                let mut der = ED25519_PKCS8_PREFIX.to_vec();
-                der.extend_from_slice(&seed);
-                let pem = format!(
-                    "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                    STANDARD.encode(&der)
-                );
+                let pem = Keys::generate_pem()?;
                 write_private(&path, pem.as_bytes())?;
                 pem
             }
@@ -121,7 +114,20 @@ impl Keys {
         })
     }
 
-    fn from_pem(pem: &str) -> Result<Keys, jsonwebtoken::errors::Error> {
+    /// A new Ed25519 private key, PKCS#8 PEM.
+    pub fn generate_pem() -> std::io::Result<String> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut der = ED25519_PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        Ok(format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(&der)
+        ))
+    }
+
+    /// Keys from an Ed25519 private key in PKCS#8 PEM.
+    pub fn from_pem(pem: &str) -> Result<Keys, jsonwebtoken::errors::Error> {
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes())?;
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA)?;
         let x = match &jwk.algorithm {

@@ -25,6 +25,63 @@ pub struct Config {
     pub assets: AssetsConfig,
     /// The web shell.
     pub shell: ShellConfig,
+    /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
+    /// namespace).
+    pub store: StoreKind,
+    /// The Kubernetes store.
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Where the core keeps its state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// `tessera.db` in the data dir.
+    #[default]
+    Sqlite,
+    /// ConfigMaps, a Secret, a Lease and Events in one namespace.
+    Kubernetes,
+}
+
+/// The Kubernetes store (`store: kubernetes`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Namespace of the core's objects [default: the pod's, or the kubeconfig's].
+    pub namespace: Option<String>,
+    /// Seconds the leader's Lease holds without renewal.
+    pub lease_seconds: f64,
+    /// Seconds between the leader's renewals.
+    pub renew_seconds: f64,
+    /// Seconds between a follower's attempts to acquire the Lease.
+    pub retry_seconds: f64,
+    /// Seconds any one API call may take before the write answers `store_unavailable`.
+    pub api_timeout_seconds: f64,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            namespace: None,
+            lease_seconds: 15.0,
+            renew_seconds: 10.0,
+            retry_seconds: 2.0,
+            api_timeout_seconds: 5.0,
+        }
+    }
+}
+
+impl KubernetesConfig {
+    /// The timings as durations.
+    pub fn timing(&self) -> crate::store::kube::Timing {
+        let d = |s: f64| std::time::Duration::from_secs_f64(s);
+        crate::store::kube::Timing {
+            api_timeout: d(self.api_timeout_seconds),
+            lease: d(self.lease_seconds),
+            renew: d(self.renew_seconds),
+            retry: d(self.retry_seconds),
+        }
+    }
 }
 
 /// The reference web shell.
@@ -46,6 +103,8 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             assets: AssetsConfig::default(),
             shell: ShellConfig::default(),
+            store: StoreKind::Sqlite,
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -180,6 +239,36 @@ impl Config {
         if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0
         {
             return Err("rate limits must be at least 1 per minute".into());
+        }
+        let k = &self.kubernetes;
+        for (name, v) in [
+            ("leaseSeconds", k.lease_seconds),
+            ("renewSeconds", k.renew_seconds),
+            ("retrySeconds", k.retry_seconds),
+            ("apiTimeoutSeconds", k.api_timeout_seconds),
+        ] {
+            if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
+                return Err(format!("kubernetes.{name} must be between 0.1 and 3600"));
+            }
+        }
+        if k.renew_seconds >= k.lease_seconds {
+            return Err(
+                "kubernetes.renewSeconds must be shorter than kubernetes.leaseSeconds".into(),
+            );
+        }
+        if let Some(ns) = &k.namespace {
+            let ok = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !ok {
+                return Err(format!(
+                    "kubernetes.namespace: \"{ns}\" is not a namespace name"
+                ));
+            }
         }
         Ok(())
     }

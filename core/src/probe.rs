@@ -62,6 +62,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     cfg: ProbeConfig,
     first_round_done: watch::Sender<bool>,
+    mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client = client(cfg.timeout());
@@ -75,10 +76,28 @@ pub async fn run(
     let mut known: HashMap<String, ProbeTarget> = HashMap::new();
     let mut in_flight: HashSet<String> = HashSet::new();
     let mut seen_generation = 0;
+    // Whether anyone can still change who leads (false: this replica stays as it is).
+    let mut election_open = true;
     let mut first_round: Option<HashSet<String>> = None;
     let mut last_refresh = Instant::now();
 
     loop {
+        if !*leading.borrow_and_update() {
+            // Another replica leads and probes: forget the schedule, wait to lead.
+            queue.clear();
+            known.clear();
+            seen_generation = 0;
+            tokio::select! {
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        let _ = shutdown.changed().await;
+                        break;
+                    }
+                    continue;
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
         let now = Instant::now();
         // Re-read the targets when the index changed, at most once a tick: while thousands of
         // plugins register, re-reading after every commit would cost more than the probing.
@@ -170,6 +189,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.changed() => break,
+            changed = leading.changed(), if election_open => election_open = changed.is_ok(),
             _ = tokio::time::sleep(wake) => {}
             Some(name) = done_rx.recv() => {
                 let mut finished = vec![name];

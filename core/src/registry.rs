@@ -29,7 +29,7 @@ use crate::error::{ApiError, Code};
 use crate::model::{
     AuditEvent, Deployment, Disabled, ManifestJson, PluginRecord, Reason, State, now_rfc3339,
 };
-use crate::store::{AuditQuery, Change, Store};
+use crate::store::{AuditQuery, Change, Store, StoreError};
 
 /// Condition types.
 pub mod condition {
@@ -396,19 +396,19 @@ impl Registry {
     /// cannot both claim the same id.
     pub async fn register(&self, reg: Registration, actor: &Actor) -> Result<Registered, ApiError> {
         let actor = actor.clone();
-        self.submit(move |me, b| me.plan_register(b, reg, &actor))
+        self.submit(move |me, b| me.plan_register(b, &reg, &actor))
             .await
     }
 
     fn plan_register(
         &self,
         b: &mut Batch,
-        reg: Registration,
+        reg: &Registration,
         actor: &Actor,
     ) -> Result<Registered, ApiError> {
         let now = now_rfc3339();
         let existing = b.get(self, &reg.name);
-        self.check_conflicts(b, &reg)?;
+        self.check_conflicts(b, reg)?;
 
         let deployment = Deployment {
             version: reg.version.clone(),
@@ -531,7 +531,7 @@ impl Registry {
             rec.state = State::Disabled;
             rec.disabled = Some(Disabled {
                 reason: reason.clone(),
-                by,
+                by: by.clone(),
                 at: now.to_string(),
             });
             rec.set_condition(
@@ -541,7 +541,7 @@ impl Registry {
                 reason.clone(),
                 now,
             );
-            Some(("disable", reason))
+            Some(("disable", reason.clone()))
         })
         .await
     }
@@ -615,7 +615,7 @@ impl Registry {
         &self,
         name: &str,
         actor: &Actor,
-        change: impl FnOnce(&Registry, &mut PluginRecord, &str) -> Option<(&'static str, String)>
+        change: impl Fn(&Registry, &mut PluginRecord, &str) -> Option<(&'static str, String)>
         + Send
         + 'static,
     ) -> Result<PluginRecord, ApiError> {
@@ -646,7 +646,7 @@ impl Registry {
                 format!("token {jti} revoked"),
                 &now,
             );
-            b.revoke(jti, now, event);
+            b.revoke(jti.clone(), now, event);
             Ok(())
         })
         .await
@@ -664,8 +664,10 @@ impl Registry {
             return Ok(());
         }
         let name = name.to_string();
+        // The figures are counted once, however often the write is planned.
+        let counted = std::sync::OnceLock::new();
         self.submit(move |me, b| {
-            me.plan_probe(b, &name, outcome, hash, failure);
+            me.plan_probe(b, &name, &outcome, &hash, &failure, &counted);
             Ok(())
         })
         .await
@@ -675,9 +677,10 @@ impl Registry {
         &self,
         b: &mut Batch,
         name: &str,
-        outcome: ProbeOutcome,
-        hash: Option<String>,
-        failure: Option<(Reason, String)>,
+        outcome: &ProbeOutcome,
+        hash: &Option<String>,
+        failure: &Option<(Reason, String)>,
+        counted: &std::sync::OnceLock<ProbeStats>,
     ) {
         let Some(mut rec) = b.get(self, name) else {
             return;
@@ -688,10 +691,14 @@ impl Registry {
             return; // a stale round, or a plugin the prober must leave alone
         }
         let now = now_rfc3339();
-        let stats = self.record_stats(name, outcome.latency_ms, &failure);
-        if let Ok(bytes) = &outcome.remote {
-            self.keep_remote_bytes(name, &outcome.version, bytes);
-        }
+        let stats = counted
+            .get_or_init(|| {
+                if let Ok(bytes) = &outcome.remote {
+                    self.keep_remote_bytes(name, &outcome.version, bytes);
+                }
+                self.record_stats(name, outcome.latency_ms, failure)
+            })
+            .clone();
 
         let before = (rec.state, rec.conditions.clone());
         let mut events = Vec::new();
@@ -902,7 +909,7 @@ impl Registry {
             };
             rec.set_condition(condition::UI_LOADED, ok, reason, text.clone(), now);
             // Persisted only when the outcome changes, not for every page load.
-            (was != ui_loaded(rec)).then_some(("ui-report", text))
+            (was != ui_loaded(rec)).then(|| ("ui-report", text.clone()))
         })
         .await
         .map(|_| ())
@@ -910,20 +917,25 @@ impl Registry {
 
     /// Queues a write for the writer thread and waits until it is committed (or refused).
     /// `plan` runs on the writer, against the batch's view of the records, and must change the
-    /// batch only once it has decided to succeed.
+    /// batch only once it has decided to succeed. It may run more than once: when the store
+    /// reports that another writer changed the record first, the write is planned again on the
+    /// record as it is now.
     async fn submit<T: Send + 'static>(
         &self,
-        plan: impl FnOnce(&Registry, &mut Batch) -> Result<T, ApiError> + Send + 'static,
+        plan: impl Fn(&Registry, &mut Batch) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let op: Op = Box::new(move |me, b| match plan(me, b) {
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-            Ok(v) => b.done.push(Box::new(move |committed| {
-                let _ = tx.send(committed.map(|()| v).map_err(ApiError::store));
-            })),
-        });
+        let op = Op {
+            plan: Box::new(move |me, b| plan(me, b).map(|v| Box::new(v) as Planned)),
+            answer: Box::new(move |r| {
+                let r = r.and_then(|v| {
+                    v.downcast::<T>().map(|v| *v).map_err(|_| {
+                        ApiError::new(Code::Internal, "a write was answered with the wrong type")
+                    })
+                });
+                let _ = tx.send(r);
+            }),
+        };
         self.ops
             .send(op)
             .map_err(|_| ApiError::store("the store writer has stopped"))?;
@@ -931,39 +943,105 @@ impl Registry {
             .map_err(|_| ApiError::store("the write was abandoned by the store writer"))?
     }
 
-    /// Commits a batch as one transaction, then indexes it and answers every write in it.
-    fn finish(&self, batch: Batch) {
-        let Batch {
-            touched,
-            changes,
-            revoked,
-            urgent,
-            done,
-        } = batch;
-        let committed = if changes.is_empty() {
-            Ok(())
-        } else {
-            self.store.commit(&changes).map_err(|e| e.to_string())
-        };
-        match &committed {
-            Ok(()) => {
-                for c in &changes {
-                    if let Change::Audit(e) = c {
-                        tracing::info!(plugin = e.plugin.as_deref().unwrap_or(""), actor = %e.actor, action = %e.action, reason = %e.reason, request_id = e.request_id.as_deref().unwrap_or(""), "audit");
-                    }
+    /// Records written by someone else (another replica, seen through the store's watch): put
+    /// into the index in order with local writes, without writing them again. `accept` runs on
+    /// the writer, in that order, and decides whether they are newer than what the index holds
+    /// (so an echo of a local write, or an event older than it, changes nothing).
+    pub async fn apply_external(
+        &self,
+        records: Vec<(String, Option<PluginRecord>)>,
+        accept: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        let records = Arc::new(records);
+        let _ = self
+            .submit(move |me, b| {
+                if !accept() {
+                    return Ok(());
                 }
-                write(&self.revoked).extend(revoked);
-                self.index_committed(touched, urgent);
-            }
-            Err(_) => {
-                // Claims were taken as the batch was planned; nothing of it happened.
-                let rebuilt = Claims::build(&read(&self.index));
-                *write(&self.claims) = rebuilt;
+                for (name, rec) in records.iter() {
+                    match rec {
+                        Some(r) => write(&me.claims).update(r),
+                        None => write(&me.claims).remove(name),
+                    }
+                    b.touched.insert(name.clone(), rec.clone());
+                }
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Token ids revoked by someone else (another replica).
+    pub fn apply_external_revoked(&self, jtis: impl IntoIterator<Item = String>) {
+        write(&self.revoked).extend(jtis);
+    }
+
+    /// Plans a batch of writes, commits it as one transaction, indexes it and answers every
+    /// write in it. On a conflict the whole batch is planned again on the current record.
+    fn run_batch(&self, mut ops: Vec<Op>) {
+        let mut attempt = 0;
+        loop {
+            let mut batch = Batch::default();
+            let planned: Vec<Result<Planned, ApiError>> = ops
+                .iter_mut()
+                .map(|op| {
+                    // A plan that panics fails its own write, not the writer.
+                    let plan = std::panic::AssertUnwindSafe(|| (op.plan)(self, &mut batch));
+                    std::panic::catch_unwind(plan).unwrap_or_else(|_| {
+                        tracing::error!("a write panicked while being planned");
+                        Err(ApiError::new(
+                            Code::Internal,
+                            "the write failed unexpectedly",
+                        ))
+                    })
+                })
+                .collect();
+            let Batch {
+                touched,
+                changes,
+                revoked,
+                urgent,
+            } = batch;
+            let committed = if changes.is_empty() {
+                Ok(())
+            } else {
+                self.store.commit(&changes)
+            };
+            match committed {
+                Ok(()) => {
+                    for c in &changes {
+                        if let Change::Audit(e) = c {
+                            tracing::info!(plugin = e.plugin.as_deref().unwrap_or(""), actor = %e.actor, action = %e.action, reason = %e.reason, request_id = e.request_id.as_deref().unwrap_or(""), "audit");
+                        }
+                    }
+                    write(&self.revoked).extend(revoked);
+                    self.index_committed(touched, urgent);
+                    for (op, result) in ops.into_iter().zip(planned) {
+                        (op.answer)(result);
+                    }
+                    return;
+                }
+                Err(StoreError::Conflict { name, current }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::info!(plugin = %name, attempt, "record changed by another writer; planning the write again");
+                    self.index_committed(HashMap::from([(name, current.map(|c| *c))]), false);
+                    self.rebuild_claims();
+                }
+                Err(e) => {
+                    // Claims were taken as the batch was planned; nothing of it happened.
+                    self.rebuild_claims();
+                    let why = e.to_string();
+                    for (op, result) in ops.into_iter().zip(planned) {
+                        (op.answer)(result.and_then(|_| Err(ApiError::store(&why))));
+                    }
+                    return;
+                }
             }
         }
-        for answer in done {
-            answer(committed.as_ref().map(|_| ()).map_err(String::as_str));
-        }
+    }
+
+    fn rebuild_claims(&self) {
+        let rebuilt = Claims::build(&read(&self.index));
+        *write(&self.claims) = rebuilt;
     }
 
     /// Swaps committed records into the index; republishes the shell list when what it exposes
@@ -1031,11 +1109,22 @@ impl Registry {
 /// Most writes one transaction carries.
 const MAX_BATCH: usize = 512;
 
-/// A write waiting for the writer: it plans its change against the batch's view of the records.
-type Op = Box<dyn FnOnce(&Registry, &mut Batch) + Send>;
+/// How many times a write is planned again after conflicting with another writer.
+const CONFLICT_RETRIES: u32 = 8;
 
-/// Tells one caller how its transaction ended (`Err`: why it failed).
-type Answer = Box<dyn FnOnce(Result<(), &str>) + Send>;
+/// What a plan decided (the value its caller gets once the write is committed).
+type Planned = Box<dyn std::any::Any + Send>;
+
+/// Plans a write against the batch's view of the records.
+type Plan = Box<dyn FnMut(&Registry, &mut Batch) -> Result<Planned, ApiError> + Send>;
+
+/// A write waiting for the writer.
+struct Op {
+    /// Plans the change against the batch's view of the records (may run again).
+    plan: Plan,
+    /// Tells the caller how it ended.
+    answer: Box<dyn FnOnce(Result<Planned, ApiError>) + Send>,
+}
 
 /// The writes of one transaction, as the writer gathers them.
 #[derive(Default)]
@@ -1048,8 +1137,6 @@ struct Batch {
     revoked: Vec<String>,
     /// An admin decision is in the batch: the shell list is republished at once, not paced.
     urgent: bool,
-    /// Answers to send once the transaction is over (`Err`: why it failed).
-    done: Vec<Answer>,
 }
 
 impl Batch {
@@ -1099,21 +1186,15 @@ fn run_writer(registry: std::sync::Weak<Registry>, mut queued: mpsc::UnboundedRe
         let Some(me) = registry.upgrade() else {
             return;
         };
-        let mut batch = Batch::default();
-        let mut next = Some(first);
-        let mut planned = 0;
-        while let Some(op) = next.take() {
-            // A plan that panics loses its own answer (its caller sees an error), not the writer.
-            let plan = std::panic::AssertUnwindSafe(|| op(&me, &mut batch));
-            if std::panic::catch_unwind(plan).is_err() {
-                tracing::error!("a write panicked while being planned; it was dropped");
-            }
-            planned += 1;
-            if planned < MAX_BATCH {
-                next = queued.try_recv().ok();
+        let max = me.store.max_batch().clamp(1, MAX_BATCH);
+        let mut ops = vec![first];
+        while ops.len() < max {
+            match queued.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
             }
         }
-        me.finish(batch);
+        me.run_batch(ops);
     }
 }
 
@@ -1451,7 +1532,7 @@ mod tests {
         fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
             std::thread::sleep(std::time::Duration::from_millis(2));
             if self.fail.load(Ordering::SeqCst) {
-                return Err(StoreError("disk full".into()));
+                return Err(StoreError::Failed("disk full".into()));
             }
             self.commits.fetch_add(1, Ordering::SeqCst);
             let mut records = self.records.lock().unwrap();

@@ -11,8 +11,11 @@ use crate::api::{self, AppState};
 use crate::assets::AssetCache;
 use crate::auth::Keys;
 use crate::config::Config;
+use crate::config::StoreKind;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, Thresholds};
+use crate::store::Store;
+use crate::store::kube::KubeStore;
 use crate::store::sqlite::SqliteStore;
 
 /// File name of the SQLite database in the data dir.
@@ -20,27 +23,67 @@ pub const DB_FILE: &str = "tessera.db";
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> Result<(), String> {
-    let keys = Keys::load_or_create(&config.data_dir)
-        .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
-    let db = config.data_dir.join(DB_FILE);
-    let store = SqliteStore::open(&db).map_err(|e| format!("store {}: {e}", db.display()))?;
-    let registry = Registry::load(
-        Arc::new(store),
-        Thresholds {
-            success: config.probe.success_threshold,
-            failure: config.probe.failure_threshold,
-        },
-    )
-    .map_err(|e| format!("loading state from {}: {e}", db.display()))?;
+    let (keys, store, kube, place): (Keys, Arc<dyn Store>, Option<Arc<KubeStore>>, String) =
+        match config.store {
+            StoreKind::Sqlite => {
+                let keys = Keys::load_or_create(&config.data_dir)
+                    .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
+                let db = config.data_dir.join(DB_FILE);
+                let store =
+                    SqliteStore::open(&db).map_err(|e| format!("store {}: {e}", db.display()))?;
+                (keys, Arc::new(store), None, db.display().to_string())
+            }
+            StoreKind::Kubernetes => {
+                let store = Arc::new(
+                    KubeStore::connect(
+                        config.kubernetes.namespace.clone(),
+                        config.kubernetes.timing(),
+                    )
+                    .await?,
+                );
+                let pem = store
+                    .signing_key()
+                    .await
+                    .map_err(|e| format!("signing key: {e}"))?;
+                let keys = Keys::from_pem(&pem).map_err(|e| {
+                    format!(
+                        "Secret {}: not an Ed25519 key: {e}",
+                        crate::store::kube::SIGNING_SECRET
+                    )
+                })?;
+                let place = format!("namespace {}", store.namespace());
+                (keys, store.clone(), Some(store), place)
+            }
+        };
+    let thresholds = Thresholds {
+        success: config.probe.success_threshold,
+        failure: config.probe.failure_threshold,
+    };
+    // Loading may call the Kubernetes API, which blocks: off the async workers.
+    let registry = tokio::task::spawn_blocking(move || Registry::load(store, thresholds))
+        .await
+        .map_err(|e| format!("loading state: {e}"))?
+        .map_err(|e| format!("loading state from {place}: {e}"))?;
     let publisher = registry.spawn_publisher();
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Only the leader probes (and so writes state transitions); without Kubernetes this
+    // replica is the only one.
+    let (leading_tx, leading_rx) = watch::channel(kube.is_none());
+    let (mut watcher, mut election) = (None, None);
+    if let Some(k) = &kube {
+        watcher = Some(k.spawn_watch(registry.clone()));
+        election = Some(k.spawn_leader_election(leading_tx, shutdown_rx.clone()));
+        // A follower's readiness does not wait for probes it does not run.
+        let _ = probed_tx.send(true);
+    }
     let metrics = Arc::new(crate::telemetry::Metrics::new());
     let prober = tokio::spawn(crate::probe::run(
         registry.clone(),
         metrics.clone(),
         config.probe.clone(),
         probed_tx,
+        leading_rx,
         shutdown_rx.clone(),
     ));
 
@@ -64,7 +107,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown_rx,
         metrics,
     };
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), plugins = registry.list().len(), "tessera core listening");
+    tracing::info!(%addr, state = %place, plugins = registry.list().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.
     println!("listening on http://{addr}");
 
@@ -79,6 +122,13 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"));
     let _ = prober.await;
     publisher.abort();
+    if let Some(w) = watcher.take() {
+        w.abort();
+    }
+    // The election releases the Lease on shutdown, so another replica leads at once.
+    if let Some(e) = election.take() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), e).await;
+    }
     tracing::info!("stopped");
     result
 }

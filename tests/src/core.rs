@@ -19,6 +19,8 @@ pub struct Core {
     pub data_dir: PathBuf,
     config: PathBuf,
     stderr_log: PathBuf,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 /// A fresh, empty folder under the system temp dir.
@@ -62,6 +64,37 @@ impl Core {
             data_dir: data_dir.to_path_buf(),
             config: cfg,
             stderr_log: data_dir.join("core.log"),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+        };
+        core.spawn();
+        core
+    }
+
+    /// Starts a core on the Kubernetes store (`--store kubernetes --namespace NS`) with
+    /// `KUBECONFIG` pointing at `kubeconfig` (a fake API server's, in tests), as pod `pod`
+    /// (its Lease identity).
+    pub fn start_kube_as(kubeconfig: &Path, namespace: &str, config: &str, pod: &str) -> Core {
+        let data_dir = temp_dir("kube-core");
+        let cfg = data_dir.join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut core = Core {
+            child: None,
+            listen: "127.0.0.1:0".into(),
+            url: String::new(),
+            data_dir: data_dir.clone(),
+            config: cfg,
+            stderr_log: data_dir.join("core.log"),
+            extra_args: vec![
+                "--store".into(),
+                "kubernetes".into(),
+                "--namespace".into(),
+                namespace.into(),
+            ],
+            env: vec![
+                ("KUBECONFIG".into(), kubeconfig.display().to_string()),
+                ("POD_NAME".into(), pod.into()),
+            ],
         };
         core.spawn();
         core
@@ -78,6 +111,8 @@ impl Core {
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config)
+            .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -111,6 +111,7 @@ pub fn tessera_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .into()
 }
 
+pub mod client;
 pub mod core;
 pub mod mutate;
 pub mod plugin_server;

@@ -7,27 +7,9 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tessera_tests::client::{http, manifest, plugin, post_admin, within};
 use tessera_tests::core::{Core, fast_config};
 use tessera_tests::plugin_server::{TestPlugin, sri};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// A normalized manifest for `name` with one panel and one route.
-fn manifest(name: &str, version: &str) -> Value {
-    json!({
-        "name": name, "version": version, "compat": {"core": "^1.0"},
-        "capabilities": ["ui:panel", "ui:route"],
-        "ui": {"contributions": {
-            "panels": [{"id": format!("{name}.main"), "title": format!("{name} panel")}],
-            "routes": [{"path": format!("/{name}"), "component": "Page"}]
-        }}
-    })
-}
 
 fn plugin_token(core: &Core, name: &str) -> String {
     core.token(&["--plugin", name, "--capabilities", "ui:panel,ui:route"])
@@ -80,46 +62,6 @@ async fn remotes(core: &Core) -> Vec<Value> {
         .json()
         .await
         .unwrap()
-}
-
-async fn plugin(core: &Core, admin: &str, name: &str) -> Value {
-    http()
-        .get(format!("{}/api/plugins/{name}", core.url))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn post_admin(core: &Core, admin: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let res = http()
-        .post(format!("{}{path}", core.url))
-        .bearer_auth(admin)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let s = res.status();
-    (s, res.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls `f` until it returns true or `limit` passes; returns how long it took.
-async fn within<F, Fut>(limit: Duration, what: &str, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if f().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn names(list: &[Value]) -> Vec<String> {

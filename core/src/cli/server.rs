@@ -22,6 +22,13 @@ pub(crate) struct ServeArgs {
     /// YAML config file (see docs/configuration.md); flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where state lives [default: sqlite, or the config file's]; `kubernetes` uses in-cluster
+    /// config or KUBECONFIG (see docs/kubernetes.md).
+    #[arg(long, value_enum, value_name = "STORE")]
+    store: Option<crate::config::StoreKind>,
+    /// Namespace of the Kubernetes store [default: the pod's, or the kubeconfig's].
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
 }
 
 pub(crate) fn serve(args: ServeArgs) -> ExitCode {
@@ -41,6 +48,16 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;
+    }
+    if let Some(s) = args.store {
+        config.store = s;
+    }
+    if let Some(ns) = args.namespace {
+        config.kubernetes.namespace = Some(ns);
+    }
+    if let Err(e) = config.check() {
+        eprintln!("error: config: {e}");
+        return ExitCode::from(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         // Store writes are serialized; a few blocking threads are plenty, and each idle one

@@ -5,14 +5,27 @@
 //! of who made it are committed together or not at all, and a write is acknowledged only after
 //! it is committed.
 
+pub mod kube;
 pub mod sqlite;
 
 use crate::model::{AuditEvent, PluginRecord};
 
 /// What a store failed at.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store did not take the write (unreachable, I/O, refused).
+    #[error("{0}")]
+    Failed(String),
+    /// The record changed since the writer read it (another replica wrote it first). Carries
+    /// the record as it is now (`None`: deleted), so the write can be planned again on it.
+    #[error("plugin \"{name}\" was changed by another writer")]
+    Conflict {
+        /// The plugin.
+        name: String,
+        /// Its record now.
+        current: Option<Box<PluginRecord>>,
+    },
+}
 
 /// Everything the registry needs at start.
 #[derive(Debug, Default)]
@@ -59,6 +72,11 @@ pub trait Store: Send + Sync + 'static {
     /// Commits changes, in order, as one transaction: all of them or none. The registry groups
     /// the writes that arrive while the previous commit runs into one call (group commit).
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError>;
+    /// Most changes one `commit` may carry: a store that cannot commit several records
+    /// atomically (the Kubernetes API) takes one write at a time.
+    fn max_batch(&self) -> usize {
+        512
+    }
     /// Reads audit events, newest first.
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
     /// Whether the store answers.

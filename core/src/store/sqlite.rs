@@ -49,7 +49,7 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::Failed(e.to_string())
 }
 
 impl SqliteStore {

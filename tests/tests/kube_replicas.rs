@@ -1,0 +1,394 @@
+//! Two core replicas on one (fake) Kubernetes API server: the `--store kubernetes` mode.
+//!
+//! The fake speaks the real wire protocol (see `tests/fake-kube`), the cores are real
+//! `tessera serve` processes with a real `kube::Client` reaching it through a kubeconfig.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use fake_kube::FakeKube;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera_core::auth::Keys;
+use tessera_sdk::Capability;
+use tessera_tests::client::{get_admin, http, manifest, plugin, post_admin, within};
+use tessera_tests::core::{Core, fast_config, temp_dir};
+use tessera_tests::plugin_server::TestPlugin;
+
+const NS: &str = "tessera-system";
+
+/// Fast probes, a short Lease and a short API timeout, so scenarios run in seconds.
+fn config() -> String {
+    fast_config(
+        "kubernetes:\n  leaseSeconds: 3\n  renewSeconds: 1\n  retrySeconds: 0.5\n  apiTimeoutSeconds: 2\n",
+    )
+}
+
+struct Cluster {
+    fake: FakeKube,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        let fake = FakeKube::start().await.unwrap();
+        let kubeconfig = temp_dir("kubeconfig").join("config");
+        fake.write_kubeconfig(&kubeconfig, NS).unwrap();
+        Cluster { fake, kubeconfig }
+    }
+
+    /// Starts a replica named `pod` (its Lease identity).
+    fn replica(&self, pod: &str, config: &str) -> Core {
+        let (kc, cfg, pod) = (self.kubeconfig.clone(), config.to_string(), pod.to_string());
+        tokio::task::block_in_place(move || Core::start_kube_as(&kc, NS, &cfg, &pod))
+    }
+
+    fn keys(&self) -> Keys {
+        let secret = self
+            .fake
+            .get("secrets", NS, "tessera-signing-key")
+            .expect("signing key Secret");
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(secret["data"]["signing-key.pem"].as_str().unwrap())
+            .unwrap();
+        Keys::from_pem(std::str::from_utf8(&pem).unwrap()).unwrap()
+    }
+
+    fn admin(&self) -> String {
+        self.keys().issue_admin(3600).unwrap().0
+    }
+
+    fn plugin_token(&self, name: &str) -> String {
+        self.keys()
+            .issue_registration(
+                name,
+                &[Capability::UiPanel, Capability::UiRoute],
+                None,
+                None,
+            )
+            .unwrap()
+            .0
+    }
+
+    fn leader(&self) -> Option<String> {
+        self.fake
+            .get("leases", NS, "tessera-core-leader")?
+            .pointer("/spec/holderIdentity")?
+            .as_str()
+            .map(String::from)
+    }
+}
+
+async fn register(core: &Core, token: &str, name: &str, p: &TestPlugin) -> (StatusCode, Value) {
+    let res = http()
+        .post(format!("{}/api/plugins/register", core.url))
+        .bearer_auth(token)
+        .json(
+            &json!({"manifest": manifest(name, "1.0.0"), "backendUrl": p.url, "remoteUrl": p.remote_url()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let s = res.status();
+    (s, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn listed(core: &Core) -> Vec<String> {
+    let Ok(res) = http()
+        .get(format!("{}/api/shell/remotes", core.url))
+        .send()
+        .await
+    else {
+        return vec![];
+    };
+    let list: Vec<Value> = res.json().await.unwrap_or_default();
+    list.iter()
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back() {
+    let k = Cluster::new().await;
+    let a = k.replica("core-a", &config());
+    let b = k.replica("core-b", &config());
+    let p = TestPlugin::start("atlas");
+    let (s, body) = register(&a, &k.plugin_token("atlas"), "atlas", &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // Ready is decided by the leader (either replica); both lists must show it.
+    within(Duration::from_secs(10), "atlas listed on A", || async {
+        listed(&a).await.contains(&"atlas".to_string())
+    })
+    .await;
+    let lag = within(
+        Duration::from_secs(1),
+        "atlas listed on B within 1 s of A",
+        || async { listed(&b).await.contains(&"atlas".to_string()) },
+    )
+    .await;
+    eprintln!("B listed atlas {lag:?} after A");
+    // The record lives in a ConfigMap with the documented name and labels.
+    let cm = k
+        .fake
+        .get("configmaps", NS, "tessera-plugin-atlas")
+        .unwrap();
+    assert_eq!(
+        cm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "tessera"
+    );
+    assert_eq!(cm["metadata"]["labels"]["tessera.dev/plugin"], "atlas");
+
+    let admin = k.admin();
+    let (s, body) = post_admin(
+        &b,
+        &admin,
+        "/api/plugins/atlas/disable",
+        json!({"reason": "incident 7"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let lag = within(
+        Duration::from_secs(1),
+        "atlas gone from A within 1 s",
+        || async { !listed(&a).await.contains(&"atlas".to_string()) },
+    )
+    .await;
+    eprintln!("A dropped atlas {lag:?} after B's disable");
+    assert_eq!(plugin(&a, &admin, "atlas").await["state"], "Disabled");
+    // Audit as Events regarding the ConfigMap.
+    let events = k.fake.list("events", NS);
+    assert!(
+        events.iter().any(|e| e["action"] == "disable"
+            && e["regarding"]["name"] == "tessera-plugin-atlas"
+            && e["note"] == "incident 7"),
+        "{events:?}"
+    );
+    let audit = get_admin(&a, &admin, "/api/audit?plugin=atlas").await;
+    assert!(audit.to_string().contains("incident 7"), "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_leader_dies_the_other_replica_probes_within_20_s() {
+    let k = Cluster::new().await;
+    // The documented default timings: Lease 15 s, renew 10 s, retry 2 s.
+    let cfg = fast_config("");
+    let mut a = k.replica("core-a", &cfg);
+    within(Duration::from_secs(10), "core-a leads", || async {
+        k.leader().as_deref() == Some("core-a")
+    })
+    .await;
+    let b = k.replica("core-b", &cfg);
+    let p = TestPlugin::start("beacon");
+    let (s, body) = register(&b, &k.plugin_token("beacon"), "beacon", &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    within(Duration::from_secs(10), "beacon listed on B", || async {
+        listed(&b).await.contains(&"beacon".to_string())
+    })
+    .await;
+    a.kill9();
+    p.set_ready(false);
+    let took = within(
+        Duration::from_secs(20),
+        "B probes and withdraws beacon",
+        || async { !listed(&b).await.contains(&"beacon".to_string()) },
+    )
+    .await;
+    eprintln!("B took over and withdrew the failing plugin {took:?} after the leader died");
+    assert_eq!(k.leader().as_deref(), Some("core-b"));
+}
+
+/// Whether a record is disabled (Enabled=False) and shows the UiLoaded outcome `ok`.
+fn both(r: &Value, ok: bool) -> bool {
+    let cond = |t: &str| {
+        r["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .map(|c| c["status"].clone())
+            .unwrap_or(Value::Null)
+    };
+    cond("Enabled") == "False" && cond("UiLoaded") == if ok { "True" } else { "False" }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_from_both_replicas_lose_no_update() {
+    let k = Cluster::new().await;
+    let a = k.replica("core-a", &config());
+    let b = k.replica("core-b", &config());
+    let p = TestPlugin::start("canvas");
+    let (s, body) = register(&a, &k.plugin_token("canvas"), "canvas", &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let admin = k.admin();
+    // A changes the Enabled condition (disable/enable) while B changes UiLoaded (shell
+    // reports), on the same record, at the same time, 20 rounds. Without resourceVersion
+    // preconditions one replica would overwrite the other's change.
+    for round in 0..20 {
+        let ok = round % 2 == 0;
+        let disable = post_admin(
+            &a,
+            &admin,
+            "/api/plugins/canvas/disable",
+            json!({"reason": format!("round {round}")}),
+        );
+        let report = http()
+            .post(format!("{}/api/shell/reports", b.url))
+            .json(&json!({"plugin": "canvas", "version": "1.0.0", "ok": ok, "stage": "mount", "message": format!("round {round}")}))
+            .send();
+        let ((s1, b1), r2) = tokio::join!(disable, report);
+        assert_eq!(s1, StatusCode::OK, "{b1}");
+        assert_eq!(r2.unwrap().status(), 202);
+        // Both acknowledged writes are in the stored record at once...
+        let stored = k
+            .fake
+            .get("configmaps", NS, "tessera-plugin-canvas")
+            .unwrap();
+        let stored: Value =
+            serde_json::from_str(stored["data"]["record.json"].as_str().unwrap()).unwrap();
+        assert!(both(&stored, ok), "round {round}, the ConfigMap: {stored}");
+        // ...and in each replica's view once the watch has delivered the other's.
+        for core in [&a, &b] {
+            within(
+                Duration::from_secs(2),
+                &format!("round {round}: both changes on {}", core.url),
+                || async { both(&plugin(core, &admin, "canvas").await, ok) },
+            )
+            .await;
+        }
+        let (s, body) = post_admin(&a, &admin, "/api/plugins/canvas/enable", json!({})).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_and_expired_watch_resyncs_the_index() {
+    let k = Cluster::new().await;
+    let a = k.replica("core-a", &config());
+    let b = k.replica("core-b", &config());
+    let p1 = TestPlugin::start("delta");
+    let p2 = TestPlugin::start("echo");
+    for (name, p) in [("delta", &p1), ("echo", &p2)] {
+        let (s, body) = register(&a, &k.plugin_token(name), name, p).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    within(Duration::from_secs(10), "both listed on B", || async {
+        let l = listed(&b).await;
+        l.contains(&"delta".to_string()) && l.contains(&"echo".to_string())
+    })
+    .await;
+    // Cut every watch and forget the history: resuming gets 410 Expired, so the replicas must
+    // re-list. A deletion made meanwhile is only visible to a re-list.
+    k.fake.drop_watches();
+    k.fake.compact();
+    let admin = k.admin();
+    let res = http()
+        .delete(format!("{}/api/plugins/delta", a.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    within(
+        Duration::from_secs(10),
+        "delta gone from B after the re-list",
+        || async {
+            let l = listed(&b).await;
+            !l.contains(&"delta".to_string()) && l.contains(&"echo".to_string())
+        },
+    )
+    .await;
+    let res = http()
+        .get(format!("{}/api/plugins/delta", b.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_server_down_reads_keep_serving_writes_fail_fast_and_recover() {
+    let k = Cluster::new().await;
+    let a = k.replica("core-a", &config());
+    let b = k.replica("core-b", &config());
+    let p = TestPlugin::start("fjord");
+    let (s, body) = register(&a, &k.plugin_token("fjord"), "fjord", &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    within(Duration::from_secs(10), "fjord listed on both", || async {
+        listed(&a).await.contains(&"fjord".to_string())
+            && listed(&b).await.contains(&"fjord".to_string())
+    })
+    .await;
+    let admin = k.admin();
+    k.fake.set_unavailable(true);
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(10) {
+        // Reads come from the index.
+        assert!(listed(&a).await.contains(&"fjord".to_string()));
+        assert!(listed(&b).await.contains(&"fjord".to_string()));
+        // Writes answer 503 store_unavailable, within the API timeout (2 s) plus margin.
+        let t = Instant::now();
+        let (s, body) = post_admin(
+            &b,
+            &admin,
+            "/api/plugins/fjord/disable",
+            json!({"reason": "outage"}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "took {:?}",
+            t.elapsed()
+        );
+    }
+    k.fake.set_unavailable(false);
+    // Writes work again without a restart, and the change reaches the other replica.
+    within(
+        Duration::from_secs(10),
+        "a write succeeds after the outage",
+        || async {
+            post_admin(
+                &b,
+                &admin,
+                "/api/plugins/fjord/disable",
+                json!({"reason": "after"}),
+            )
+            .await
+            .0 == StatusCode::OK
+        },
+    )
+    .await;
+    within(
+        Duration::from_secs(10),
+        "A sees the disable after the outage",
+        || async { !listed(&a).await.contains(&"fjord".to_string()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_starting_together_share_one_signing_key() {
+    let k = Cluster::new().await;
+    let (kc1, kc2) = (k.kubeconfig.clone(), k.kubeconfig.clone());
+    let cfg = config();
+    let (cfg1, cfg2) = (cfg.clone(), cfg.clone());
+    let t1 = std::thread::spawn(move || Core::start_kube_as(&kc1, NS, &cfg1, "core-a"));
+    let t2 = std::thread::spawn(move || Core::start_kube_as(&kc2, NS, &cfg2, "core-b"));
+    let (a, b) = (t1.join().unwrap(), t2.join().unwrap());
+    let secrets = k.fake.list("secrets", NS);
+    assert_eq!(secrets.len(), 1, "{secrets:?}");
+    // A token signed with the Secret's key is accepted by both replicas.
+    let admin = k.admin();
+    for core in [&a, &b] {
+        let res = http()
+            .get(format!("{}/api/plugins", core.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", core.log());
+    }
+}
