@@ -480,7 +480,12 @@ async fn register_inner(
         ("backendUrl", &req.backend_url),
         ("remoteUrl", &req.remote_url),
     ] {
-        if let Err(r) = policy::check(url, &state.config.url_policy) {
+        let cluster = (state.config.store == crate::config::StoreKind::Kubernetes).then_some(
+            policy::Cluster {
+                namespace: claims.ns.as_deref(),
+            },
+        );
+        if let Err(r) = policy::check(url, &state.config.url_policy, cluster) {
             return Err(ApiError::new(
                 Code::UrlNotAllowed,
                 format!("{field} \"{}\" is not allowed: {}", r.url, r.message),

@@ -155,12 +155,17 @@ pub struct UrlPolicyConfig {
     /// Host patterns: `loopback` (127.0.0.0/8, ::1, localhost), an exact host name or IP
     /// address, or `*.suffix` (any host ending in `.suffix`).
     pub allow_hosts: Vec<String>,
+    /// With the Kubernetes store: a plugin URL must name a Service,
+    /// `<service>.<namespace><suffix>`, with one of these suffixes (or a host in
+    /// `allowHosts`, where `loopback` is ignored: it would be the core's own pod).
+    pub cluster_service_suffixes: Vec<String>,
 }
 
 impl Default for UrlPolicyConfig {
     fn default() -> Self {
         UrlPolicyConfig {
             allow_hosts: vec!["loopback".to_string()],
+            cluster_service_suffixes: vec![".svc".to_string(), ".svc.cluster.local".to_string()],
         }
     }
 }

@@ -30,8 +30,19 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Checks a plugin URL against the policy.
-pub fn check(url: &str, policy: &UrlPolicyConfig) -> Result<Url, Refusal> {
+/// In cluster mode (the Kubernetes store): where plugin URLs must point.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cluster<'a> {
+    /// The registration token's namespace, when it has one: a Service URL must be in it.
+    pub namespace: Option<&'a str>,
+}
+
+/// Checks a plugin URL against the policy (`cluster`: in cluster mode, with the token's scope).
+pub fn check(
+    url: &str,
+    policy: &UrlPolicyConfig,
+    cluster: Option<Cluster<'_>>,
+) -> Result<Url, Refusal> {
     let refuse = |rule, message: String| Refusal {
         url: url.to_string(),
         rule,
@@ -83,9 +94,36 @@ pub fn check(url: &str, policy: &UrlPolicyConfig) -> Result<Url, Refusal> {
             format!("{name} is a cloud metadata host; always refused"),
         ));
     }
-    if policy.allow_hosts.iter().any(|p| matches(p, &host)) {
-        Ok(parsed)
-    } else {
+    // Admin-declared hosts; in cluster mode `loopback` would be the core's own pod.
+    let declared = policy
+        .allow_hosts
+        .iter()
+        .filter(|p| cluster.is_none() || !p.trim().eq_ignore_ascii_case("loopback"));
+    if declared.clone().any(|p| matches(p, &host)) {
+        return Ok(parsed);
+    }
+    if let Some(scope) = cluster {
+        let suffixes = &policy.cluster_service_suffixes;
+        return match service_namespace(&host, suffixes) {
+            Some(ns) => match scope.namespace {
+                Some(want) if want != ns => Err(refuse(
+                    "namespace",
+                    format!(
+                        "host {host} is a Service in namespace \"{ns}\"; the registration token is for namespace \"{want}\""
+                    ),
+                )),
+                _ => Ok(parsed),
+            },
+            None => Err(refuse(
+                "cluster",
+                format!(
+                    "host {host} is not a Service of the cluster: name <service>.<namespace> with a suffix of urlPolicy.clusterServiceSuffixes [{}] (or a host in urlPolicy.allowHosts)",
+                    suffixes.join(", ")
+                ),
+            )),
+        };
+    }
+    {
         Err(refuse(
             "allowlist",
             format!(
@@ -109,6 +147,24 @@ impl std::fmt::Display for HostKind {
             HostKind::Ip(ip) => write!(f, "{ip}"),
         }
     }
+}
+
+/// The namespace of a Service host name, `<service>.<namespace><suffix>`.
+fn service_namespace(host: &HostKind, suffixes: &[String]) -> Option<String> {
+    let HostKind::Name(name) = host else {
+        return None;
+    };
+    suffixes.iter().find_map(|suffix| {
+        let rest = name.strip_suffix(suffix.to_ascii_lowercase().as_str())?;
+        let (service, ns) = rest.split_once('.')?;
+        let label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
+        (label(service) && label(ns)).then(|| ns.to_string())
+    })
 }
 
 fn matches(pattern: &str, host: &HostKind) -> bool {
@@ -154,7 +210,7 @@ mod tests {
     }
 
     fn rule(url: &str, p: &UrlPolicyConfig) -> &'static str {
-        check(url, p).map(|_| "ok").unwrap_or_else(|r| r.rule)
+        check(url, p, None).map(|_| "ok").unwrap_or_else(|r| r.rule)
     }
 
     #[test]
@@ -180,6 +236,7 @@ mod tests {
                 "loopback".into(),
                 "metadata.google.internal".into(),
             ],
+            ..Default::default()
         };
         assert_eq!(
             rule("http://169.254.169.254/latest/meta-data/", &open),
@@ -199,6 +256,7 @@ mod tests {
     fn cluster_patterns() {
         let p = UrlPolicyConfig {
             allow_hosts: vec!["*.svc".into(), "*.svc.cluster.local".into()],
+            ..Default::default()
         };
         assert_eq!(rule("http://analytics.plugins.svc:80", &p), "ok");
         assert_eq!(
@@ -211,5 +269,63 @@ mod tests {
         assert_eq!(rule("http://svc/", &p), "allowlist");
         assert_eq!(rule("http://evil.com/.svc", &p), "allowlist");
         assert_eq!(rule("http://127.0.0.1/", &p), "allowlist");
+    }
+
+    fn in_cluster(url: &str, p: &UrlPolicyConfig, ns: Option<&str>) -> &'static str {
+        check(url, p, Some(Cluster { namespace: ns }))
+            .map(|_| "ok")
+            .unwrap_or_else(|r| r.rule)
+    }
+
+    #[test]
+    fn cluster_mode_admits_services_in_the_token_namespace() {
+        let p = UrlPolicyConfig::default();
+        let ok = [
+            ("http://analytics.plugins.svc:8080/", None),
+            (
+                "http://analytics.plugins.svc.cluster.local/mf/remoteEntry.js",
+                None,
+            ),
+            ("http://analytics.plugins.svc/", Some("plugins")),
+            ("http://Analytics.Plugins.SVC./", Some("plugins")),
+        ];
+        for (url, ns) in ok {
+            assert_eq!(in_cluster(url, &p, ns), "ok", "{url}");
+        }
+        assert_eq!(
+            in_cluster("http://analytics.other.svc/", &p, Some("plugins")),
+            "namespace"
+        );
+        assert_eq!(in_cluster("http://analytics.svc/", &p, None), "cluster");
+        assert_eq!(in_cluster("http://a.b.plugins.svc/", &p, None), "cluster");
+        assert_eq!(in_cluster("http://example.com/", &p, None), "cluster");
+        assert_eq!(in_cluster("http://10.0.0.7:8080/", &p, None), "cluster");
+        // loopback would be the core's own pod: not admitted even though it is the default.
+        assert_eq!(in_cluster("http://127.0.0.1:8080/", &p, None), "cluster");
+        assert_eq!(in_cluster("http://localhost/", &p, None), "cluster");
+        // Dangerous addresses stay refused first.
+        assert_eq!(
+            in_cluster("http://169.254.169.254/", &p, None),
+            "link-local"
+        );
+        // Hosts the admin declares (a CDN, or an explicit address) are admitted as declared.
+        let cdn = UrlPolicyConfig {
+            allow_hosts: vec!["cdn.example.com".into(), "127.0.0.1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            in_cluster("https://cdn.example.com/x.js", &cdn, Some("plugins")),
+            "ok"
+        );
+        assert_eq!(in_cluster("http://127.0.0.1:9/", &cdn, None), "ok");
+        let custom = UrlPolicyConfig {
+            cluster_service_suffixes: vec![".svc.corp.local".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            in_cluster("http://a.b.svc.corp.local/", &custom, None),
+            "ok"
+        );
+        assert_eq!(in_cluster("http://a.b.svc/", &custom, None), "cluster");
     }
 }

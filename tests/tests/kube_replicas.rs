@@ -23,7 +23,7 @@ const NS: &str = "tessera-system";
 /// Fast probes, a short Lease and a short API timeout, so scenarios run in seconds.
 fn config() -> String {
     fast_config(
-        "kubernetes:\n  leaseSeconds: 3\n  renewSeconds: 1\n  retrySeconds: 0.5\n  apiTimeoutSeconds: 2\n",
+        "kubernetes:\n  leaseSeconds: 3\n  renewSeconds: 1\n  retrySeconds: 0.5\n  apiTimeoutSeconds: 2\nurlPolicy:\n  allowHosts: [127.0.0.1]\n",
     )
 }
 
@@ -62,11 +62,16 @@ impl Cluster {
     }
 
     fn plugin_token(&self, name: &str) -> String {
+        self.scoped_token(name, None)
+    }
+
+    /// A registration token limited to plugin services in namespace `ns`.
+    fn scoped_token(&self, name: &str, ns: Option<&str>) -> String {
         self.keys()
             .issue_registration(
                 name,
                 &[Capability::UiPanel, Capability::UiRoute],
-                None,
+                ns.map(String::from),
                 None,
             )
             .unwrap()
@@ -174,7 +179,7 @@ async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_bac
 async fn when_the_leader_dies_the_other_replica_probes_within_20_s() {
     let k = Cluster::new().await;
     // The documented default timings: Lease 15 s, renew 10 s, retry 2 s.
-    let cfg = fast_config("");
+    let cfg = fast_config("urlPolicy:\n  allowHosts: [127.0.0.1]\n");
     let mut a = k.replica("core-a", &cfg);
     within(Duration::from_secs(10), "core-a leads", || async {
         k.leader().as_deref() == Some("core-a")
@@ -390,5 +395,51 @@ async fn replicas_starting_together_share_one_signing_key() {
             .await
             .unwrap();
         assert_eq!(res.status(), 200, "{}", core.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plugin_urls_must_name_services_in_the_token_namespace() {
+    let k = Cluster::new().await;
+    // The default URL policy: no allowHosts beyond `loopback`, which cluster mode ignores.
+    let a = k.replica("core-a", &fast_config(""));
+    let body = |backend: &str| {
+        json!({"manifest": manifest("gamma", "1.0.0"), "backendUrl": backend,
+               "remoteUrl": format!("{backend}/mf/remoteEntry.js")})
+    };
+    let post = |token: String, body: Value| {
+        let url = format!("{}/api/plugins/register", a.url);
+        async move {
+            let res = http()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let s = res.status();
+            (s, res.json::<Value>().await.unwrap())
+        }
+    };
+    for (token, backend, rule) in [
+        (k.plugin_token("gamma"), "http://127.0.0.1:9", "cluster"),
+        (k.plugin_token("gamma"), "http://gamma.plugins", "cluster"),
+        (
+            k.scoped_token("gamma", Some("plugins")),
+            "http://gamma.other.svc:8080",
+            "namespace",
+        ),
+    ] {
+        let (s, v) = post(token, body(backend)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{backend}: {v}");
+        assert_eq!(v["error"]["code"], "url_not_allowed", "{v}");
+        assert_eq!(v["error"]["details"][0]["rule"], rule, "{backend}: {v}");
+    }
+    for backend in [
+        "http://gamma.plugins.svc:8080",
+        "http://gamma.plugins.svc.cluster.local:8080",
+    ] {
+        let (s, v) = post(k.scoped_token("gamma", Some("plugins")), body(backend)).await;
+        assert!(s.is_success(), "{backend}: {v}");
     }
 }
