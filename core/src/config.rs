@@ -30,6 +30,45 @@ pub struct Config {
     pub store: StoreKind,
     /// The Kubernetes store.
     pub kubernetes: KubernetesConfig,
+    /// Plugins the admin declares (Kubernetes store): the leader keeps a registration-token
+    /// Secret for each in its namespace, or, for entries with `backendUrl`, registers the plugin
+    /// itself (a static plugin).
+    pub plugins: Vec<PluginEntry>,
+}
+
+/// A plugin the admin declares.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PluginEntry {
+    /// Plugin name.
+    pub name: String,
+    /// Namespace of the plugin's Service (and of its token Secret).
+    pub namespace: String,
+    /// Capabilities granted.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// A static plugin: where its service answers (the core registers it; no token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_url: Option<String>,
+    /// A static plugin's `remoteEntry.js` [default: `backendUrl` + the manifest's remotePath].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_url: Option<String>,
+    /// A static plugin's manifest, inline [default: fetched from `backendUrl/manifest`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<serde_json::Value>,
+}
+
+impl PluginEntry {
+    /// The granted capabilities, parsed.
+    pub fn granted(&self) -> Result<Vec<tessera_sdk::Capability>, String> {
+        self.capabilities
+            .iter()
+            .map(|c| {
+                tessera_sdk::Capability::parse(c)
+                    .map_err(|e| format!("plugins[{}].capabilities: {e}", self.name))
+            })
+            .collect()
+    }
 }
 
 /// Where the core keeps its state.
@@ -105,6 +144,7 @@ impl Default for Config {
             shell: ShellConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
+            plugins: Vec::new(),
         }
     }
 }
@@ -261,22 +301,59 @@ impl Config {
                 "kubernetes.renewSeconds must be shorter than kubernetes.leaseSeconds".into(),
             );
         }
-        if let Some(ns) = &k.namespace {
-            let ok = !ns.is_empty()
-                && ns.len() <= 63
-                && ns
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !ns.starts_with('-')
-                && !ns.ends_with('-');
-            if !ok {
+        if let Some(ns) = &k.namespace
+            && !is_namespace(ns)
+        {
+            return Err(format!(
+                "kubernetes.namespace: \"{ns}\" is not a namespace name"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &self.plugins {
+            if !tessera_sdk::manifest::is_plugin_name(&p.name) {
+                return Err(format!("plugins: \"{}\" is not a plugin name", p.name));
+            }
+            if !seen.insert(&p.name) {
+                return Err(format!("plugins: \"{}\" is listed twice", p.name));
+            }
+            if !is_namespace(&p.namespace) {
                 return Err(format!(
-                    "kubernetes.namespace: \"{ns}\" is not a namespace name"
+                    "plugins[{}].namespace: \"{}\" is not a namespace name",
+                    p.name, p.namespace
+                ));
+            }
+            p.granted()?;
+            if p.backend_url.is_none() && (p.remote_url.is_some() || p.manifest.is_some()) {
+                return Err(format!(
+                    "plugins[{}]: remoteUrl and manifest are for static plugins, which need backendUrl",
+                    p.name
                 ));
             }
         }
         Ok(())
     }
+
+    /// Rules across settings that command-line flags may still change (checked after them).
+    pub fn check_final(&self) -> Result<(), String> {
+        self.check()?;
+        if !self.plugins.is_empty() && self.store != StoreKind::Kubernetes {
+            return Err(
+                "plugins: declared plugins need the Kubernetes store (store: kubernetes)".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_namespace(ns: &str) -> bool {
+    !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-')
 }
 
 #[cfg(test)]

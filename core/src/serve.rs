@@ -70,10 +70,17 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Only the leader probes (and so writes state transitions); without Kubernetes this
     // replica is the only one.
     let (leading_tx, leading_rx) = watch::channel(kube.is_none());
-    let (mut watcher, mut election) = (None, None);
+    let keys = Arc::new(keys);
+    let (mut watcher, mut election, mut secrets) = (None, None, None);
     if let Some(k) = &kube {
         watcher = Some(k.spawn_watch(registry.clone()));
         election = Some(k.spawn_leader_election(leading_tx, shutdown_rx.clone()));
+        secrets = Some(k.spawn_token_secrets(
+            config.plugins.clone(),
+            keys.clone(),
+            leading_rx.clone(),
+            std::time::Duration::from_secs(30),
+        ));
         // A follower's readiness does not wait for probes it does not run.
         let _ = probed_tx.send(true);
     }
@@ -93,7 +100,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = AppState {
         registry: registry.clone(),
-        keys: Arc::new(keys),
+        keys: keys.clone(),
         config: Arc::new(config.clone()),
         probed: probed_rx,
         limiter: Arc::new(RateLimiter::default()),
@@ -122,8 +129,8 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"));
     let _ = prober.await;
     publisher.abort();
-    if let Some(w) = watcher.take() {
-        w.abort();
+    for task in [watcher.take(), secrets.take()].into_iter().flatten() {
+        task.abort();
     }
     // The election releases the Lease on shutdown, so another replica leads at once.
     if let Some(e) = election.take() {

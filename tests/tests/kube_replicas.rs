@@ -443,3 +443,120 @@ async fn plugin_urls_must_name_services_in_the_token_namespace() {
         assert!(s.is_success(), "{backend}: {v}");
     }
 }
+
+/// Runs `tessera ARGS` against the fake cluster; stdout on success.
+fn tessera_kube(k: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(tessera_tests::tessera_bin())
+        .args(args)
+        .env("KUBECONFIG", &k.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tessera {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn secret_token(k: &Cluster, ns: &str, name: &str) -> Option<String> {
+    let s = k.fake.get("secrets", ns, name)?;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(s["data"]["token"].as_str()?)
+        .ok()?;
+    String::from_utf8(b).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leader_keeps_token_secrets_and_rotation_revokes_the_old_token() {
+    let k = Cluster::new().await;
+    // An admin's own Secret for "keep" exists before the core starts: never overwritten.
+    let res = http()
+        .post(format!("{}/api/v1/namespaces/team-b/secrets", k.fake.url()))
+        .json(&json!({"apiVersion": "v1", "kind": "Secret",
+                      "metadata": {"name": "plugin-reg-token-keep"},
+                      "stringData": {"token": "keep-me"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let cfg = format!(
+        "{}plugins:\n- name: hello\n  namespace: team-a\n  capabilities: [ui:panel, ui:route]\n- name: keep\n  namespace: team-b\n  capabilities: [ui:panel]\n",
+        config()
+    );
+    let a = k.replica("core-a", &cfg);
+    let b = k.replica("core-b", &cfg);
+    within(
+        Duration::from_secs(10),
+        "Secret team-a/plugin-reg-token-hello",
+        || async { secret_token(&k, "team-a", "plugin-reg-token-hello").is_some() },
+    )
+    .await;
+    assert_eq!(
+        secret_token(&k, "team-b", "plugin-reg-token-keep").as_deref(),
+        Some("keep-me")
+    );
+    let old = secret_token(&k, "team-a", "plugin-reg-token-hello").unwrap();
+    let claims = tessera_core::auth::peek_claims(&old).unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.ns.as_deref()),
+        ("hello", Some("team-a"))
+    );
+    assert_eq!(claims.caps, ["ui:panel", "ui:route"]);
+    let p = TestPlugin::start("hello");
+    let (s, body) = register(&a, &old, "hello", &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    // Rotation: a new token in the Secret, the old one refused by both replicas.
+    let out: Value = serde_json::from_str(&tessera_kube(
+        &k,
+        &[
+            "token",
+            "rotate",
+            "--plugin",
+            "hello",
+            "--k8s-namespace",
+            "team-a",
+            "--core-namespace",
+            NS,
+        ],
+    ))
+    .unwrap();
+    assert_eq!(out["revoked"], claims.jti.as_str());
+    let new = secret_token(&k, "team-a", "plugin-reg-token-hello").unwrap();
+    assert_ne!(new, old);
+    for core in [&a, &b] {
+        within(Duration::from_secs(3), "the old token refused", || async {
+            let (s, body) = register(core, &old, "hello", &p).await;
+            s == StatusCode::UNAUTHORIZED && body["error"]["code"] == "token_revoked"
+        })
+        .await;
+        let (s, body) = register(core, &new, "hello", &p).await;
+        assert!(s.is_success(), "{body}");
+    }
+
+    // `token issue --k8s-secret` writes a token the cores accept.
+    tessera_kube(
+        &k,
+        &[
+            "token",
+            "issue",
+            "--plugin",
+            "zeta",
+            "--capabilities",
+            "ui:panel,ui:route",
+            "--namespace",
+            "team-c",
+            "--core-namespace",
+            NS,
+            "--k8s-secret",
+            "zeta-token",
+            "--k8s-namespace",
+            "team-c",
+        ],
+    );
+    let zeta = secret_token(&k, "team-c", "zeta-token").unwrap();
+    let pz = TestPlugin::start("zeta");
+    let (s, body) = register(&b, &zeta, "zeta", &pz).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+}

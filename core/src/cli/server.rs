@@ -10,6 +10,7 @@ use tessera_sdk::Capability;
 
 use crate::auth::{self, Keys};
 use crate::config::Config;
+use crate::store::kube::KubeStore;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -55,7 +56,7 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     if let Some(ns) = args.namespace {
         config.kubernetes.namespace = Some(ns);
     }
-    if let Err(e) = config.check() {
+    if let Err(e) = config.check_final() {
         eprintln!("error: config: {e}");
         return ExitCode::from(2);
     }
@@ -85,6 +86,27 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
 pub(crate) enum TokenCommand {
     /// Print a new registration token (--plugin) or admin token (--admin).
     Issue(IssueArgs),
+    /// Re-mint a plugin's token in its Secret and revoke the old one (Kubernetes store).
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateArgs {
+    /// Plugin whose token is rotated.
+    #[arg(long, value_name = "NAME")]
+    plugin: String,
+    /// Namespace of the token Secret.
+    #[arg(long, value_name = "NS")]
+    k8s_namespace: String,
+    /// Name of the token Secret [default: plugin-reg-token-<plugin>].
+    #[arg(long, value_name = "NAME")]
+    k8s_secret: Option<String>,
+    /// Namespace of the core (its signing key and revoked tokens) [default: the kubeconfig's].
+    #[arg(long, value_name = "NS")]
+    core_namespace: Option<String>,
+    /// Lifetime of the new token, e.g. 90d [default: none].
+    #[arg(long, value_name = "DURATION", value_parser = auth::parse_ttl)]
+    ttl: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -120,16 +142,68 @@ pub(crate) struct IssueArgs {
     /// Print {token, jti, claims} as JSON instead of the bare token.
     #[arg(long)]
     json: bool,
+    /// Take the signing key from the core's Secret in this namespace (Kubernetes store)
+    /// instead of the data dir.
+    #[arg(long, value_name = "NS")]
+    core_namespace: Option<String>,
+    /// Also write the token into this Secret (`data.token`), created or updated.
+    #[arg(long, value_name = "NAME", requires = "k8s_namespace")]
+    k8s_secret: Option<String>,
+    /// Namespace of --k8s-secret.
+    #[arg(long, value_name = "NS", requires = "k8s_secret")]
+    k8s_namespace: Option<String>,
+}
+
+/// A runtime for the commands that call the Kubernetes API.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+async fn kube_store(namespace: Option<String>) -> Result<std::sync::Arc<KubeStore>, String> {
+    let timing = crate::config::KubernetesConfig::default().timing();
+    Ok(std::sync::Arc::new(
+        KubeStore::connect(namespace, timing).await?,
+    ))
+}
+
+async fn cluster_keys(store: &KubeStore) -> Result<Keys, String> {
+    let pem = store.signing_key().await?;
+    Keys::from_pem(&pem).map_err(|e| format!("the signing key Secret holds no Ed25519 key: {e}"))
 }
 
 pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
-    let TokenCommand::Issue(a) = cmd;
-    let keys = match Keys::load_or_create(&a.data_dir) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("error: signing key in {}: {e}", a.data_dir.display());
-            return ExitCode::from(2);
-        }
+    let a = match cmd {
+        TokenCommand::Issue(a) => a,
+        TokenCommand::Rotate(r) => return rotate(r),
+    };
+    let cluster = match &a.core_namespace {
+        Some(ns) => match runtime().and_then(|rt| {
+            rt.block_on(async {
+                let store = kube_store(Some(ns.clone())).await?;
+                cluster_keys(&store).await
+            })
+        }) {
+            Ok(keys) => Some(keys),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let keys = match cluster {
+        Some(k) => k,
+        None => match Keys::load_or_create(&a.data_dir) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("error: signing key in {}: {e}", a.data_dir.display());
+                return ExitCode::from(2);
+            }
+        },
     };
     let signed = if a.admin {
         keys.issue_admin(a.ttl.unwrap_or(12 * 3600))
@@ -160,6 +234,24 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
     };
     match signed {
         Ok((token, claims)) => {
+            if let (Some(secret), Some(ns)) = (&a.k8s_secret, &a.k8s_namespace) {
+                let written = runtime().and_then(|rt| {
+                    rt.block_on(async {
+                        let store = kube_store(a.core_namespace.clone()).await?;
+                        store
+                            .write_token_secret(ns, secret, &claims.sub, &token, true)
+                            .await
+                    })
+                });
+                if let Err(e) = written {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+                eprintln!(
+                    "wrote the token to Secret {ns}/{secret} (key {})",
+                    crate::store::kube::TOKEN_KEY
+                );
+            }
             if a.json {
                 println!(
                     "{}",
@@ -172,6 +264,58 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: signing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tessera token rotate`: mints a token with the same grant, writes it into the Secret, then
+/// revokes the old token id (every replica refuses it once its watch sees the change).
+fn rotate(r: RotateArgs) -> ExitCode {
+    let secret = r
+        .k8s_secret
+        .clone()
+        .unwrap_or_else(|| crate::store::kube::token_secret_name(&r.plugin));
+    let done = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let store = kube_store(r.core_namespace.clone()).await?;
+            let keys = cluster_keys(&store).await?;
+            let old = store
+                .read_token_secret(&r.k8s_namespace, &secret)
+                .await?
+                .ok_or_else(|| format!("Secret {}/{secret} holds no token", r.k8s_namespace))?;
+            let claims = auth::peek_claims(&old)
+                .ok_or_else(|| format!("Secret {}/{secret} does not hold a token", r.k8s_namespace))?;
+            if claims.sub != r.plugin {
+                return Err(format!(
+                    "Secret {}/{secret} holds a token for plugin \"{}\", not \"{}\"",
+                    r.k8s_namespace, claims.sub, r.plugin
+                ));
+            }
+            let caps = claims
+                .caps
+                .iter()
+                .map(|c| Capability::parse(c).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (token, fresh) = keys
+                .issue_registration(&r.plugin, &caps, claims.ns.clone(), r.ttl)
+                .map_err(|e| e.to_string())?;
+            store
+                .write_token_secret(&r.k8s_namespace, &secret, &r.plugin, &token, true)
+                .await?;
+            store
+                .revoke_token(&claims.jti, "cli:token-rotate")
+                .await?;
+            Ok(json!({"secret": format!("{}/{secret}", r.k8s_namespace), "jti": fresh.jti, "revoked": claims.jti}))
+        })
+    });
+    match done {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

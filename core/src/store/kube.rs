@@ -55,6 +55,14 @@ pub fn configmap_name(plugin: &str) -> String {
     format!("tessera-plugin-{plugin}")
 }
 
+/// The Secret holding a declared plugin's registration token, in the plugin's namespace.
+pub fn token_secret_name(plugin: &str) -> String {
+    format!("plugin-reg-token-{plugin}")
+}
+
+/// Key of the token in a token Secret.
+pub const TOKEN_KEY: &str = "token";
+
 /// Timing of the Kubernetes store.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
@@ -661,6 +669,173 @@ impl KubeStore {
         )
         .await;
         tracing::info!(identity = %self.identity, "released the Lease");
+    }
+}
+
+// === registration-token Secrets ===
+
+impl KubeStore {
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, String> {
+        let timeout = self.timing.api_timeout;
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            format!(
+                "{what}: the Kubernetes API did not answer within {} s",
+                timeout.as_secs_f64()
+            )
+        })
+    }
+
+    /// The token in Secret `name` of namespace `ns`, if the Secret exists.
+    pub async fn read_token_secret(&self, ns: &str, name: &str) -> Result<Option<String>, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let s = self
+            .bounded("reading a token Secret", secrets.get_opt(name))
+            .await?
+            .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?;
+        Ok(s.and_then(|s| s.data)
+            .and_then(|d| d.get(TOKEN_KEY).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok()))
+    }
+
+    /// Writes `token` as `data.token` of Secret `name` in `ns`. With `overwrite` false an
+    /// existing Secret is kept as it is; returns whether the token was written.
+    pub async fn write_token_secret(
+        &self,
+        ns: &str,
+        name: &str,
+        plugin: &str,
+        token: &str,
+        overwrite: bool,
+    ) -> Result<bool, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let mut labels = managed();
+        labels.insert(PLUGIN_LABEL.to_string(), plugin.to_string());
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                labels: Some(labels),
+                ..Default::default()
+            },
+            string_data: Some(BTreeMap::from([(TOKEN_KEY.to_string(), token.to_string())])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let created = self
+            .bounded(
+                "writing a token Secret",
+                secrets.create(&PostParams::default(), &secret),
+            )
+            .await?;
+        match created {
+            Ok(_) => Ok(true),
+            Err(e) if api_status(&e) == Some(409) && !overwrite => Ok(false),
+            Err(e) if api_status(&e) == Some(409) => {
+                for _ in 0..8 {
+                    let mut current = self
+                        .bounded("reading a token Secret", secrets.get(name))
+                        .await?
+                        .map_err(|e| format!("reading Secret {ns}/{name}: {e}"))?;
+                    current.string_data = secret.string_data.clone();
+                    current.data = None;
+                    match self
+                        .bounded(
+                            "writing a token Secret",
+                            secrets.replace(name, &PostParams::default(), &current),
+                        )
+                        .await?
+                    {
+                        Ok(_) => return Ok(true),
+                        Err(e) if api_status(&e) == Some(409) => continue,
+                        Err(e) => return Err(format!("writing Secret {ns}/{name}: {e}")),
+                    }
+                }
+                Err(format!(
+                    "writing Secret {ns}/{name}: too many concurrent changes"
+                ))
+            }
+            Err(e) => Err(format!("writing Secret {ns}/{name}: {e}")),
+        }
+    }
+
+    /// Revokes a token id in the store, auditing it (from async code).
+    pub async fn revoke_token(self: &Arc<Self>, jti: &str, actor: &str) -> Result<(), String> {
+        let at = crate::model::now_rfc3339();
+        let event = AuditEvent {
+            id: 0,
+            time: at.clone(),
+            actor: actor.to_string(),
+            action: "revoke-token".into(),
+            plugin: None,
+            reason: format!("token {jti} revoked"),
+            request_id: None,
+        };
+        let me = self.clone();
+        let jti = jti.to_string();
+        tokio::task::spawn_blocking(move || {
+            me.commit(&[Change::Revoke { jti, at }, Change::Audit(event)])
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// While this replica leads: makes sure every declared plugin without a `backendUrl` has
+    /// its token Secret (never overwriting one), at start and every `period`.
+    pub fn spawn_token_secrets(
+        self: &Arc<Self>,
+        plugins: Vec<crate::config::PluginEntry>,
+        keys: Arc<crate::auth::Keys>,
+        mut leading: watch::Receiver<bool>,
+        period: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let wanted: Vec<_> = plugins
+                .into_iter()
+                .filter(|p| p.backend_url.is_none())
+                .collect();
+            if wanted.is_empty() {
+                return;
+            }
+            loop {
+                if *leading.borrow_and_update() {
+                    for p in &wanted {
+                        if let Err(e) = me.ensure_token_secret(p, &keys).await {
+                            tracing::warn!(plugin = %p.name, namespace = %p.namespace, error = %e, "token Secret not ensured");
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    changed = leading.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+    }
+
+    async fn ensure_token_secret(
+        &self,
+        p: &crate::config::PluginEntry,
+        keys: &crate::auth::Keys,
+    ) -> Result<(), String> {
+        let name = token_secret_name(&p.name);
+        if self.read_token_secret(&p.namespace, &name).await?.is_some() {
+            return Ok(());
+        }
+        let (token, claims) = keys
+            .issue_registration(&p.name, &p.granted()?, Some(p.namespace.clone()), None)
+            .map_err(|e| e.to_string())?;
+        if self
+            .write_token_secret(&p.namespace, &name, &p.name, &token, false)
+            .await?
+        {
+            tracing::info!(plugin = %p.name, namespace = %p.namespace, secret = %name, jti = %claims.jti, "registration token Secret created");
+        }
+        Ok(())
     }
 }
 
