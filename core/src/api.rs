@@ -297,12 +297,109 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
         })
 }
 
+/// What a registration is allowed: by its token, or by the admin's config (static plugins).
+pub(crate) struct Grant<'a> {
+    /// The plugin it registers.
+    pub plugin: &'a str,
+    /// Capabilities granted.
+    pub capabilities: &'a [Capability],
+    /// Namespace its URLs must live in (cluster mode).
+    pub namespace: Option<&'a str>,
+}
+
+/// Registration checks 3 to 7, in order, each with its own code: the manifest's schema and
+/// rules (every problem), the grant's plugin, capabilities, compatibility, URL policy.
+pub(crate) fn admit(
+    config: &Config,
+    manifest: &Value,
+    grant: &Grant<'_>,
+    backend_url: &str,
+    remote_url: &str,
+) -> Result<tessera_sdk::Manifest, ApiError> {
+    // 3. schema and rules, every problem
+    let report = manifest::validate(manifest);
+    let m = report.into_result().map_err(|problems| {
+        ApiError::new(
+            Code::InvalidManifest,
+            format!("the manifest is invalid: {} problem(s)", problems.len()),
+        )
+        .with_details(
+            problems
+                .iter()
+                .map(|p| json!({"path": p.path, "message": p.message}))
+                .collect(),
+        )
+    })?;
+    // 4. the token is for this plugin
+    if grant.plugin != m.name {
+        return Err(ApiError::new(
+            Code::TokenPluginMismatch,
+            format!(
+                "this token registers plugin \"{}\", not \"{}\"",
+                grant.plugin, m.name
+            ),
+        )
+        .with_details(vec![
+            json!({"tokenPlugin": grant.plugin, "manifestName": m.name}),
+        ]));
+    }
+    // 5. capabilities
+    let check = capability::check_granted(&m.capabilities, grant.capabilities);
+    if !check.is_satisfied() {
+        let names = |v: &[Capability]| v.iter().map(|c| c.name()).collect::<Vec<_>>();
+        return Err(ApiError::new(
+            Code::CapabilityNotGranted,
+            format!(
+                "capabilities requested but not granted by the token: {}",
+                names(&check.missing).join(", ")
+            ),
+        )
+        .with_details(vec![json!({
+            "requested": names(&check.requested),
+            "granted": names(&check.granted),
+            "missing": names(&check.missing),
+        })]));
+    }
+    // 6. compatibility
+    let misses = compat::check(&m.compat, &Versions::default());
+    if !misses.is_empty() {
+        return Err(ApiError::new(
+            Code::IncompatibleCore,
+            misses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        )
+        .with_details(
+            misses
+                .iter()
+                .map(|x| json!({"field": x.field.field(), "range": x.range, "version": x.version.to_string(), "message": x.to_string()}))
+                .collect(),
+        ));
+    }
+    // 7. URL policy
+    for (field, url) in [("backendUrl", backend_url), ("remoteUrl", remote_url)] {
+        let cluster =
+            (config.store == crate::config::StoreKind::Kubernetes).then_some(policy::Cluster {
+                namespace: grant.namespace,
+            });
+        if let Err(r) = policy::check(url, &config.url_policy, cluster) {
+            return Err(ApiError::new(
+                Code::UrlNotAllowed,
+                format!("{field} \"{}\" is not allowed: {}", r.url, r.message),
+            )
+            .with_details(vec![
+                json!({"field": field, "url": r.url, "rule": r.rule, "message": r.message}),
+            ]));
+        }
+    }
+    Ok(m)
+}
+
 /// The admin view of a plugin.
 fn view(state: &AppState, rec: &PluginRecord) -> Value {
     json!({
         "name": rec.name,
         "state": rec.state.as_str(),
-        "version": rec.current.version,
+        // An `Installed` plugin has no version yet.
+        "version": (!rec.current.version.is_empty()).then_some(&rec.current.version),
         "servingVersion": rec.exposed().map(|d| d.version.clone()),
         "enabled": rec.disabled.is_none(),
         "disabled": rec.disabled,
@@ -417,84 +514,18 @@ async fn register_inner(
     )?;
     // 2. size
     let req: RegisterBody = json_body(&headers, body).await?;
-    // 3. schema and rules, every problem
-    let report = manifest::validate(&req.manifest);
-    let m = report.into_result().map_err(|problems| {
-        ApiError::new(
-            Code::InvalidManifest,
-            format!("the manifest is invalid: {} problem(s)", problems.len()),
-        )
-        .with_details(
-            problems
-                .iter()
-                .map(|p| json!({"path": p.path, "message": p.message}))
-                .collect(),
-        )
-    })?;
-    // 4. the token is for this plugin
-    if claims.sub != m.name {
-        return Err(ApiError::new(
-            Code::TokenPluginMismatch,
-            format!(
-                "this token registers plugin \"{}\", not \"{}\"",
-                claims.sub, m.name
-            ),
-        )
-        .with_details(vec![
-            json!({"tokenPlugin": claims.sub, "manifestName": m.name}),
-        ]));
-    }
-    // 5. capabilities
-    let check = capability::check_granted(&m.capabilities, &claims.capabilities());
-    if !check.is_satisfied() {
-        let names = |v: &[Capability]| v.iter().map(|c| c.name()).collect::<Vec<_>>();
-        return Err(ApiError::new(
-            Code::CapabilityNotGranted,
-            format!(
-                "capabilities requested but not granted by the token: {}",
-                names(&check.missing).join(", ")
-            ),
-        )
-        .with_details(vec![json!({
-            "requested": names(&check.requested),
-            "granted": names(&check.granted),
-            "missing": names(&check.missing),
-        })]));
-    }
-    // 6. compatibility
-    let misses = compat::check(&m.compat, &Versions::default());
-    if !misses.is_empty() {
-        return Err(ApiError::new(
-            Code::IncompatibleCore,
-            misses.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-        )
-        .with_details(
-            misses
-                .iter()
-                .map(|x| json!({"field": x.field.field(), "range": x.range, "version": x.version.to_string(), "message": x.to_string()}))
-                .collect(),
-        ));
-    }
-    // 7. URL policy
-    for (field, url) in [
-        ("backendUrl", &req.backend_url),
-        ("remoteUrl", &req.remote_url),
-    ] {
-        let cluster = (state.config.store == crate::config::StoreKind::Kubernetes).then_some(
-            policy::Cluster {
-                namespace: claims.ns.as_deref(),
-            },
-        );
-        if let Err(r) = policy::check(url, &state.config.url_policy, cluster) {
-            return Err(ApiError::new(
-                Code::UrlNotAllowed,
-                format!("{field} \"{}\" is not allowed: {}", r.url, r.message),
-            )
-            .with_details(vec![
-                json!({"field": field, "url": r.url, "rule": r.rule, "message": r.message}),
-            ]));
-        }
-    }
+    // 3.-7. schema and rules, the token's plugin, capabilities, compatibility, URL policy
+    let m = admit(
+        &state.config,
+        &req.manifest,
+        &Grant {
+            plugin: &claims.sub,
+            capabilities: &claims.capabilities(),
+            namespace: claims.ns.as_deref(),
+        },
+        &req.backend_url,
+        &req.remote_url,
+    )?;
     // 8. collisions (inside the registry, under its write lock)
     let actor = Actor {
         who: format!("plugin:{}", m.name),

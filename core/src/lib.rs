@@ -15,6 +15,7 @@ pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod declared;
 pub mod error;
 pub mod model;
 pub mod policy;

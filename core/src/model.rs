@@ -46,6 +46,8 @@ impl State {
 pub enum Reason {
     /// The core accepted the registration.
     RegistrationAccepted,
+    /// Declared in the core's config, not registered yet (state `Installed`).
+    AwaitingRegistration,
     /// Both probes passed.
     Passed,
     /// The first probes have not run yet.

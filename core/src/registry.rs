@@ -575,6 +575,80 @@ impl Registry {
         .await
     }
 
+    /// Lists a plugin declared in the config as `Installed` until it registers (nothing when it
+    /// is known already; an `Installed` record gets the new `why` when it changed).
+    pub async fn install(
+        &self,
+        name: &str,
+        backend_url: &str,
+        why: &str,
+        actor: &Actor,
+    ) -> Result<(), ApiError> {
+        let (name, backend_url, why, actor) = (
+            name.to_string(),
+            backend_url.to_string(),
+            why.to_string(),
+            actor.clone(),
+        );
+        self.submit(move |me, b| {
+            let now = now_rfc3339();
+            let (mut rec, events) = match b.get(me, &name) {
+                Some(rec) if rec.state != State::Installed => return Ok(()),
+                Some(rec) => {
+                    let same = rec
+                        .conditions
+                        .iter()
+                        .any(|c| c.kind == condition::REGISTERED && c.message == why);
+                    if same {
+                        return Ok(());
+                    }
+                    (rec, Vec::new())
+                }
+                None => {
+                    let manifest = ManifestJson::new(&json!({"name": name}))
+                        .map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+                    let mut rec = PluginRecord {
+                        name: name.clone(),
+                        state: State::Installed,
+                        current: Deployment {
+                            version: String::new(),
+                            manifest,
+                            backend_url: backend_url.clone(),
+                            remote_url: String::new(),
+                            integrity: None,
+                            registered_at: now.clone(),
+                            token_id: String::new(),
+                        },
+                        serving: None,
+                        disabled: None,
+                        conditions: Vec::new(),
+                        updated_at: now.clone(),
+                    };
+                    rec.set_condition(
+                        condition::ENABLED,
+                        true,
+                        Reason::EnabledByAdmin,
+                        "enabled",
+                        &now,
+                    );
+                    let event = audit(&actor, "install", Some(&name), why.clone(), &now);
+                    (rec, vec![event])
+                }
+            };
+            rec.set_condition(
+                condition::REGISTERED,
+                false,
+                Reason::AwaitingRegistration,
+                why.clone(),
+                &now,
+            );
+            rec.updated_at = now;
+            b.put(me, rec, events);
+            Ok(())
+        })
+        .await
+    }
+
     /// Forgets a plugin.
     pub async fn delete(&self, name: &str, actor: &Actor) -> Result<(), ApiError> {
         let (name, actor) = (name.to_string(), actor.clone());

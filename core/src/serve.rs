@@ -71,10 +71,16 @@ pub async fn run(config: Config) -> Result<(), String> {
     // replica is the only one.
     let (leading_tx, leading_rx) = watch::channel(kube.is_none());
     let keys = Arc::new(keys);
-    let (mut watcher, mut election, mut secrets) = (None, None, None);
+    let (mut watcher, mut election, mut secrets, mut declared) = (None, None, None, None);
     if let Some(k) = &kube {
         watcher = Some(k.spawn_watch(registry.clone()));
         election = Some(k.spawn_leader_election(leading_tx, shutdown_rx.clone()));
+        declared = Some(crate::declared::spawn(
+            registry.clone(),
+            Arc::new(config.clone()),
+            crate::probe::client(config.probe.timeout()),
+            leading_rx.clone(),
+        ));
         secrets = Some(k.spawn_token_secrets(
             config.plugins.clone(),
             keys.clone(),
@@ -129,7 +135,10 @@ pub async fn run(config: Config) -> Result<(), String> {
         .map_err(|e| format!("server error: {e}"));
     let _ = prober.await;
     publisher.abort();
-    for task in [watcher.take(), secrets.take()].into_iter().flatten() {
+    for task in [watcher.take(), secrets.take(), declared.take()]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     // The election releases the Lease on shutdown, so another replica leads at once.

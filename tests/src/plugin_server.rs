@@ -19,6 +19,7 @@ struct Shared {
     remote_status: AtomicU16,
     remote: Mutex<Vec<u8>>,
     chunk: Mutex<Vec<u8>>,
+    manifest: Mutex<serde_json::Value>,
 }
 
 /// A running test plugin.
@@ -55,14 +56,16 @@ impl TestPlugin {
             remote_status: AtomicU16::new(200),
             remote: Mutex::new(remote_entry_for(name).into_bytes()),
             chunk: Mutex::new(b"console.log('chunk');\n".to_vec()),
+            // An invalid manifest unless a test sets one (`plugin check` must name it).
+            manifest: Mutex::new(serde_json::json!({"name": "Bad Name", "version": "1.0"})),
         });
         let app = Router::new()
             .route("/readyz", get(readyz))
             .route("/healthz", get(|| async { "ok" }))
             .route(
                 "/manifest",
-                get(|| async {
-                    axum::Json(serde_json::json!({"name": "Bad Name", "version": "1.0"}))
+                get(|State(s): State<Arc<Shared>>| async move {
+                    axum::Json(s.manifest.lock().unwrap().clone())
                 }),
             )
             .route("/mf/remoteEntry.js", get(remote))
@@ -103,6 +106,11 @@ impl TestPlugin {
             stop: Some(stop_tx),
             thread: Some(thread),
         }
+    }
+
+    /// Serves `manifest` at `/manifest` from now on.
+    pub fn set_manifest(&self, manifest: serde_json::Value) {
+        *self.shared.manifest.lock().unwrap() = manifest;
     }
 
     /// Its remote entry URL.

@@ -560,3 +560,105 @@ async fn the_leader_keeps_token_secrets_and_rotation_revokes_the_old_token() {
     let (s, body) = register(&b, &zeta, "zeta", &pz).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn declared_plugins_are_installed_until_registered_and_static_ones_register_themselves() {
+    let k = Cluster::new().await;
+    let omega = TestPlugin::start("omega"); // serves an invalid manifest at first
+    let sigma = TestPlugin::start("sigma");
+    let dead = tessera_tests::free_port();
+    let cfg = format!(
+        "{}plugins:\n\
+         - {{name: omega, namespace: team-a, capabilities: [ui:panel, ui:route], backendUrl: \"{}\"}}\n\
+         - {{name: sigma, namespace: team-a, capabilities: [ui:panel, ui:route], backendUrl: \"{}\", manifest: {}}}\n\
+         - {{name: tau, namespace: team-a, capabilities: [ui:panel, ui:route]}}\n\
+         - {{name: psi, namespace: team-a, capabilities: [ui:panel], backendUrl: \"http://127.0.0.1:{dead}\"}}\n",
+        config(),
+        omega.url,
+        sigma.url,
+        manifest("sigma", "1.0.0"),
+    );
+    let a = k.replica("core-a", &cfg);
+    let b = k.replica("core-b", &cfg);
+    let admin = k.admin();
+    let registered = |v: &Value| {
+        v["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Registered"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // The inline static plugin registers and is shown on both replicas.
+    within(
+        Duration::from_secs(10),
+        "sigma listed on A and B",
+        || async {
+            listed(&a).await.contains(&"sigma".to_string())
+                && listed(&b).await.contains(&"sigma".to_string())
+        },
+    )
+    .await;
+    // The others are Installed, with the reason why, and not shown.
+    within(
+        Duration::from_secs(5),
+        "omega, tau, psi Installed",
+        || async {
+            let mut ok = true;
+            for n in ["omega", "tau", "psi"] {
+                let v = plugin(&b, &admin, n).await;
+                ok &=
+                    v["state"] == "Installed" && registered(&v)["reason"] == "AwaitingRegistration";
+            }
+            ok
+        },
+    )
+    .await;
+    let omega_v = plugin(&a, &admin, "omega").await;
+    assert_eq!(omega_v["version"], Value::Null, "{omega_v}");
+    assert!(
+        registered(&omega_v)["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_manifest"),
+        "{omega_v}"
+    );
+    let tau = plugin(&a, &admin, "tau").await;
+    assert!(
+        registered(&tau)["message"]
+            .as_str()
+            .unwrap()
+            .contains("team-a/plugin-reg-token-tau"),
+        "{tau}"
+    );
+    let psi = plugin(&a, &admin, "psi").await;
+    assert!(
+        registered(&psi)["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{dead}/manifest")),
+        "{psi}"
+    );
+    let l = listed(&a).await;
+    assert!(
+        !l.contains(&"omega".to_string()) && !l.contains(&"tau".to_string()),
+        "{l:?}"
+    );
+
+    // omega's service now answers a valid manifest: the core registers it, probes gate it.
+    omega.set_manifest(manifest("omega", "1.0.0"));
+    within(
+        Duration::from_secs(10),
+        "omega listed after its manifest became valid",
+        || async { listed(&b).await.contains(&"omega".to_string()) },
+    )
+    .await;
+    // tau registers with the token the leader put in its Secret.
+    let token = secret_token(&k, "team-a", "plugin-reg-token-tau").unwrap();
+    let tp = TestPlugin::start("tau");
+    let (s, body) = register(&a, &token, "tau", &tp).await;
+    assert!(s.is_success(), "{body}");
+    within(Duration::from_secs(10), "tau listed", || async {
+        listed(&a).await.contains(&"tau".to_string())
+    })
+    .await;
+}
