@@ -27,29 +27,127 @@ fn config() -> String {
     )
 }
 
+/// Where the scenarios run: the fake API server, or a real cluster from `KUBECONFIG` (the
+/// `#[ignore]`d `*_on_a_real_cluster` tests, each in a fresh namespace).
+enum Backend {
+    Fake(FakeKube),
+    Real(kube::Client),
+}
+
 struct Cluster {
-    fake: FakeKube,
+    backend: Backend,
     kubeconfig: PathBuf,
+    /// The cores' namespace.
+    ns: String,
 }
 
 impl Cluster {
-    async fn new() -> Cluster {
+    async fn fake() -> Cluster {
         let fake = FakeKube::start().await.unwrap();
         let kubeconfig = temp_dir("kubeconfig").join("config");
         fake.write_kubeconfig(&kubeconfig, NS).unwrap();
-        Cluster { fake, kubeconfig }
+        Cluster {
+            backend: Backend::Fake(fake),
+            kubeconfig,
+            ns: NS.to_string(),
+        }
+    }
+
+    /// A real cluster from `KUBECONFIG`, in a new namespace `tessera-test-<random>` (deleted by
+    /// `cleanup`; left behind when a scenario fails, for inspection).
+    async fn real() -> Cluster {
+        let kubeconfig = PathBuf::from(
+            std::env::var_os("KUBECONFIG")
+                .expect("the real-cluster tests need KUBECONFIG (e.g. from `kind create cluster`)"),
+        );
+        let client = kube::Client::try_default().await.unwrap();
+        let ns = format!("tessera-test-{}", &tessera_core::auth::new_jti()[..8]);
+        let req = axum::http::Request::post("/api/v1/namespaces")
+            .header("content-type", "application/json")
+            .body(
+                serde_json::to_vec(
+                    &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        client.request::<Value>(req).await.unwrap();
+        Cluster {
+            backend: Backend::Real(client),
+            kubeconfig,
+            ns,
+        }
+    }
+
+    /// Deletes a real cluster's test namespace.
+    async fn cleanup(self) {
+        if let Backend::Real(client) = &self.backend {
+            let req = axum::http::Request::delete(format!("/api/v1/namespaces/{}", self.ns))
+                .body(Vec::new())
+                .unwrap();
+            let _ = client.request::<Value>(req).await;
+        }
+    }
+
+    /// The fake API server (for the scenarios that inject faults).
+    fn fake_api(&self) -> &FakeKube {
+        match &self.backend {
+            Backend::Fake(f) => f,
+            Backend::Real(_) => panic!("this scenario needs the fake API server"),
+        }
+    }
+
+    fn path(resource: &str, ns: &str) -> String {
+        let group = match resource {
+            "leases" => "/apis/coordination.k8s.io/v1",
+            "events" => "/apis/events.k8s.io/v1",
+            _ => "/api/v1",
+        };
+        format!("{group}/namespaces/{ns}/{resource}")
+    }
+
+    fn real_get(client: &kube::Client, path: String) -> Option<Value> {
+        let req = axum::http::Request::get(path).body(Vec::new()).unwrap();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(client.request::<Value>(req))
+        })
+        .ok()
+    }
+
+    /// An object as the API server has it.
+    fn get(&self, resource: &str, ns: &str, name: &str) -> Option<Value> {
+        match &self.backend {
+            Backend::Fake(f) => f.get(resource, ns, name),
+            Backend::Real(c) => {
+                Cluster::real_get(c, format!("{}/{name}", Cluster::path(resource, ns)))
+            }
+        }
+    }
+
+    /// Every object of a resource in a namespace.
+    fn list(&self, resource: &str, ns: &str) -> Vec<Value> {
+        match &self.backend {
+            Backend::Fake(f) => f.list(resource, ns),
+            Backend::Real(c) => Cluster::real_get(c, Cluster::path(resource, ns))
+                .and_then(|l| l["items"].as_array().cloned())
+                .unwrap_or_default(),
+        }
     }
 
     /// Starts a replica named `pod` (its Lease identity).
     fn replica(&self, pod: &str, config: &str) -> Core {
-        let (kc, cfg, pod) = (self.kubeconfig.clone(), config.to_string(), pod.to_string());
-        tokio::task::block_in_place(move || Core::start_kube_as(&kc, NS, &cfg, &pod))
+        let (kc, cfg, pod, ns) = (
+            self.kubeconfig.clone(),
+            config.to_string(),
+            pod.to_string(),
+            self.ns.clone(),
+        );
+        tokio::task::block_in_place(move || Core::start_kube_as(&kc, &ns, &cfg, &pod))
     }
 
     fn keys(&self) -> Keys {
         let secret = self
-            .fake
-            .get("secrets", NS, "tessera-signing-key")
+            .get("secrets", &self.ns, "tessera-signing-key")
             .expect("signing key Secret");
         let pem = base64::engine::general_purpose::STANDARD
             .decode(secret["data"]["signing-key.pem"].as_str().unwrap())
@@ -79,8 +177,7 @@ impl Cluster {
     }
 
     fn leader(&self) -> Option<String> {
-        self.fake
-            .get("leases", NS, "tessera-core-leader")?
+        self.get("leases", &self.ns, "tessera-core-leader")?
             .pointer("/spec/holderIdentity")?
             .as_str()
             .map(String::from)
@@ -117,7 +214,23 @@ async fn listed(core: &Core) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back() {
-    let k = Cluster::new().await;
+    a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back_on(
+        Cluster::fake().await,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back_on_a_real_cluster()
+ {
+    a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back_on(
+        Cluster::real().await,
+    )
+    .await;
+}
+
+async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_back_on(k: Cluster) {
     let a = k.replica("core-a", &config());
     let b = k.replica("core-b", &config());
     let p = TestPlugin::start("atlas");
@@ -136,10 +249,7 @@ async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_bac
     .await;
     eprintln!("B listed atlas {lag:?} after A");
     // The record lives in a ConfigMap with the documented name and labels.
-    let cm = k
-        .fake
-        .get("configmaps", NS, "tessera-plugin-atlas")
-        .unwrap();
+    let cm = k.get("configmaps", &k.ns, "tessera-plugin-atlas").unwrap();
     assert_eq!(
         cm["metadata"]["labels"]["app.kubernetes.io/managed-by"],
         "tessera"
@@ -164,7 +274,7 @@ async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_bac
     eprintln!("A dropped atlas {lag:?} after B's disable");
     assert_eq!(plugin(&a, &admin, "atlas").await["state"], "Disabled");
     // Audit as Events regarding the ConfigMap.
-    let events = k.fake.list("events", NS);
+    let events = k.list("events", &k.ns);
     assert!(
         events.iter().any(|e| e["action"] == "disable"
             && e["regarding"]["name"] == "tessera-plugin-atlas"
@@ -173,11 +283,21 @@ async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_bac
     );
     let audit = get_admin(&a, &admin, "/api/audit?plugin=atlas").await;
     assert!(audit.to_string().contains("incident 7"), "{audit}");
+    k.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn when_the_leader_dies_the_other_replica_probes_within_20_s() {
-    let k = Cluster::new().await;
+    when_the_leader_dies_the_other_replica_probes_within_20_s_on(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn when_the_leader_dies_the_other_replica_probes_within_20_s_on_a_real_cluster() {
+    when_the_leader_dies_the_other_replica_probes_within_20_s_on(Cluster::real().await).await;
+}
+
+async fn when_the_leader_dies_the_other_replica_probes_within_20_s_on(k: Cluster) {
     // The documented default timings: Lease 15 s, renew 10 s, retry 2 s.
     let cfg = fast_config("urlPolicy:\n  allowHosts: [127.0.0.1]\n");
     let mut a = k.replica("core-a", &cfg);
@@ -203,6 +323,7 @@ async fn when_the_leader_dies_the_other_replica_probes_within_20_s() {
     .await;
     eprintln!("B took over and withdrew the failing plugin {took:?} after the leader died");
     assert_eq!(k.leader().as_deref(), Some("core-b"));
+    k.cleanup().await;
 }
 
 /// Whether a record is disabled (Enabled=False) and shows the UiLoaded outcome `ok`.
@@ -219,7 +340,16 @@ fn both(r: &Value, ok: bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writes_from_both_replicas_lose_no_update() {
-    let k = Cluster::new().await;
+    concurrent_writes_from_both_replicas_lose_no_update_on(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn concurrent_writes_from_both_replicas_lose_no_update_on_a_real_cluster() {
+    concurrent_writes_from_both_replicas_lose_no_update_on(Cluster::real().await).await;
+}
+
+async fn concurrent_writes_from_both_replicas_lose_no_update_on(k: Cluster) {
     let a = k.replica("core-a", &config());
     let b = k.replica("core-b", &config());
     let p = TestPlugin::start("canvas");
@@ -245,10 +375,7 @@ async fn concurrent_writes_from_both_replicas_lose_no_update() {
         assert_eq!(s1, StatusCode::OK, "{b1}");
         assert_eq!(r2.unwrap().status(), 202);
         // Both acknowledged writes are in the stored record at once...
-        let stored = k
-            .fake
-            .get("configmaps", NS, "tessera-plugin-canvas")
-            .unwrap();
+        let stored = k.get("configmaps", &k.ns, "tessera-plugin-canvas").unwrap();
         let stored: Value =
             serde_json::from_str(stored["data"]["record.json"].as_str().unwrap()).unwrap();
         assert!(both(&stored, ok), "round {round}, the ConfigMap: {stored}");
@@ -264,11 +391,12 @@ async fn concurrent_writes_from_both_replicas_lose_no_update() {
         let (s, body) = post_admin(&a, &admin, "/api/plugins/canvas/enable", json!({})).await;
         assert_eq!(s, StatusCode::OK, "{body}");
     }
+    k.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_and_expired_watch_resyncs_the_index() {
-    let k = Cluster::new().await;
+    let k = Cluster::fake().await;
     let a = k.replica("core-a", &config());
     let b = k.replica("core-b", &config());
     let p1 = TestPlugin::start("delta");
@@ -284,8 +412,8 @@ async fn a_dropped_and_expired_watch_resyncs_the_index() {
     .await;
     // Cut every watch and forget the history: resuming gets 410 Expired, so the replicas must
     // re-list. A deletion made meanwhile is only visible to a re-list.
-    k.fake.drop_watches();
-    k.fake.compact();
+    k.fake_api().drop_watches();
+    k.fake_api().compact();
     let admin = k.admin();
     let res = http()
         .delete(format!("{}/api/plugins/delta", a.url))
@@ -314,7 +442,7 @@ async fn a_dropped_and_expired_watch_resyncs_the_index() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_server_down_reads_keep_serving_writes_fail_fast_and_recover() {
-    let k = Cluster::new().await;
+    let k = Cluster::fake().await;
     let a = k.replica("core-a", &config());
     let b = k.replica("core-b", &config());
     let p = TestPlugin::start("fjord");
@@ -326,7 +454,7 @@ async fn api_server_down_reads_keep_serving_writes_fail_fast_and_recover() {
     })
     .await;
     let admin = k.admin();
-    k.fake.set_unavailable(true);
+    k.fake_api().set_unavailable(true);
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(10) {
         // Reads come from the index.
@@ -349,7 +477,7 @@ async fn api_server_down_reads_keep_serving_writes_fail_fast_and_recover() {
             t.elapsed()
         );
     }
-    k.fake.set_unavailable(false);
+    k.fake_api().set_unavailable(false);
     // Writes work again without a restart, and the change reaches the other replica.
     within(
         Duration::from_secs(10),
@@ -376,14 +504,28 @@ async fn api_server_down_reads_keep_serving_writes_fail_fast_and_recover() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_starting_together_share_one_signing_key() {
-    let k = Cluster::new().await;
+    replicas_starting_together_share_one_signing_key_on(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn replicas_starting_together_share_one_signing_key_on_a_real_cluster() {
+    replicas_starting_together_share_one_signing_key_on(Cluster::real().await).await;
+}
+
+async fn replicas_starting_together_share_one_signing_key_on(k: Cluster) {
     let (kc1, kc2) = (k.kubeconfig.clone(), k.kubeconfig.clone());
     let cfg = config();
     let (cfg1, cfg2) = (cfg.clone(), cfg.clone());
-    let t1 = std::thread::spawn(move || Core::start_kube_as(&kc1, NS, &cfg1, "core-a"));
-    let t2 = std::thread::spawn(move || Core::start_kube_as(&kc2, NS, &cfg2, "core-b"));
+    let (ns1, ns2) = (k.ns.clone(), k.ns.clone());
+    let t1 = std::thread::spawn(move || Core::start_kube_as(&kc1, &ns1, &cfg1, "core-a"));
+    let t2 = std::thread::spawn(move || Core::start_kube_as(&kc2, &ns2, &cfg2, "core-b"));
     let (a, b) = (t1.join().unwrap(), t2.join().unwrap());
-    let secrets = k.fake.list("secrets", NS);
+    let secrets: Vec<Value> = k
+        .list("secrets", &k.ns)
+        .into_iter()
+        .filter(|s| s["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "tessera")
+        .collect();
     assert_eq!(secrets.len(), 1, "{secrets:?}");
     // A token signed with the Secret's key is accepted by both replicas.
     let admin = k.admin();
@@ -396,11 +538,21 @@ async fn replicas_starting_together_share_one_signing_key() {
             .unwrap();
         assert_eq!(res.status(), 200, "{}", core.log());
     }
+    k.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn plugin_urls_must_name_services_in_the_token_namespace() {
-    let k = Cluster::new().await;
+    plugin_urls_must_name_services_in_the_token_namespace_on(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn plugin_urls_must_name_services_in_the_token_namespace_on_a_real_cluster() {
+    plugin_urls_must_name_services_in_the_token_namespace_on(Cluster::real().await).await;
+}
+
+async fn plugin_urls_must_name_services_in_the_token_namespace_on(k: Cluster) {
     // The default URL policy: no allowHosts beyond `loopback`, which cluster mode ignores.
     let a = k.replica("core-a", &fast_config(""));
     let body = |backend: &str| {
@@ -442,6 +594,7 @@ async fn plugin_urls_must_name_services_in_the_token_namespace() {
         let (s, v) = post(k.scoped_token("gamma", Some("plugins")), body(backend)).await;
         assert!(s.is_success(), "{backend}: {v}");
     }
+    k.cleanup().await;
 }
 
 /// Runs `tessera ARGS` against the fake cluster; stdout on success.
@@ -460,7 +613,7 @@ fn tessera_kube(k: &Cluster, args: &[&str]) -> String {
 }
 
 fn secret_token(k: &Cluster, ns: &str, name: &str) -> Option<String> {
-    let s = k.fake.get("secrets", ns, name)?;
+    let s = k.get("secrets", ns, name)?;
     let b = base64::engine::general_purpose::STANDARD
         .decode(s["data"]["token"].as_str()?)
         .ok()?;
@@ -469,10 +622,13 @@ fn secret_token(k: &Cluster, ns: &str, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leader_keeps_token_secrets_and_rotation_revokes_the_old_token() {
-    let k = Cluster::new().await;
+    let k = Cluster::fake().await;
     // An admin's own Secret for "keep" exists before the core starts: never overwritten.
     let res = http()
-        .post(format!("{}/api/v1/namespaces/team-b/secrets", k.fake.url()))
+        .post(format!(
+            "{}/api/v1/namespaces/team-b/secrets",
+            k.fake_api().url()
+        ))
         .json(&json!({"apiVersion": "v1", "kind": "Secret",
                       "metadata": {"name": "plugin-reg-token-keep"},
                       "stringData": {"token": "keep-me"}}))
@@ -563,7 +719,7 @@ async fn the_leader_keeps_token_secrets_and_rotation_revokes_the_old_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn declared_plugins_are_installed_until_registered_and_static_ones_register_themselves() {
-    let k = Cluster::new().await;
+    let k = Cluster::fake().await;
     let omega = TestPlugin::start("omega"); // serves an invalid manifest at first
     let sigma = TestPlugin::start("sigma");
     let dead = tessera_tests::free_port();

@@ -176,6 +176,11 @@ impl FakeKube {
             requests: AtomicU64::new(0),
         });
         let app = Router::new()
+            .route("/api/v1/namespaces", axum::routing::post(create_namespace))
+            .route(
+                "/api/v1/namespaces/{name}",
+                axum::routing::get(namespace).delete(namespace),
+            )
             .route("/api/v1/namespaces/{ns}/{resource}", any(on_collection))
             .route("/api/v1/namespaces/{ns}/{resource}/{name}", any(on_item))
             .route(
@@ -284,6 +289,32 @@ impl FakeKube {
 // === handlers ===
 
 type Params = HashMap<String, String>;
+
+/// Namespaces are not enforced (any namespace may hold objects); creating, reading and
+/// deleting one answers as the API server does, so clients that manage test namespaces work.
+async fn create_namespace(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let mut obj = match parse_body(&body) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    let rv = {
+        let mut inner = s.lock();
+        inner.rv += 1;
+        inner.rv
+    };
+    set_meta(&mut obj, "resourceVersion", json!(rv.to_string()));
+    set_meta(&mut obj, "creationTimestamp", json!(now_rfc3339()));
+    if let Some(m) = obj.as_object_mut() {
+        m.insert("status".into(), json!({"phase": "Active"}));
+    }
+    (StatusCode::CREATED, axum::Json(obj)).into_response()
+}
+
+async fn namespace(Path(name): Path<String>) -> Response {
+    axum::Json(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                      "status": {"phase": "Active"}}))
+    .into_response()
+}
 
 /// `/api/v1/namespaces/{ns}/{resource}` and `/apis/{group}/{version}/namespaces/...`.
 async fn on_collection(
