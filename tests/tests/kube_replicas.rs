@@ -818,3 +818,28 @@ async fn declared_plugins_are_installed_until_registered_and_static_ones_registe
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_stopped_with_sigterm_hands_the_lease_over_at_once() {
+    let k = Cluster::fake().await;
+    // The default timings (Lease 15 s): a takeover within 5 s means the Lease was released.
+    let cfg = fast_config("urlPolicy:\n  allowHosts: [127.0.0.1]\n");
+    let mut a = k.replica("core-a", &cfg);
+    within(Duration::from_secs(10), "core-a leads", || async {
+        k.leader().as_deref() == Some("core-a")
+    })
+    .await;
+    let _b = k.replica("core-b", &cfg);
+    assert_eq!(
+        tokio::task::block_in_place(|| a.terminate()),
+        Some(0),
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("released the Lease"), "{}", a.log());
+    let took = within(Duration::from_secs(5), "core-b leads", || async {
+        k.leader().as_deref() == Some("core-b")
+    })
+    .await;
+    eprintln!("core-b took the released Lease {took:?} after core-a stopped");
+}

@@ -311,8 +311,10 @@ async fn create_namespace(State(s): State<Arc<Shared>>, body: Bytes) -> Response
 }
 
 async fn namespace(Path(name): Path<String>) -> Response {
-    axum::Json(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
-                      "status": {"phase": "Active"}}))
+    axum::Json(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name},
+                      "status": {"phase": "Active"}}),
+    )
     .into_response()
 }
 

@@ -31,7 +31,11 @@ async fn main() -> std::process::ExitCode {
     if let Err(e) = fake.write_kubeconfig(&kubeconfig, &namespace) {
         return usage(&format!("{}: {e}", kubeconfig.display()));
     }
-    println!("fake API server on {}; kubeconfig {}", fake.url(), kubeconfig.display());
+    println!(
+        "fake API server on {}; kubeconfig {}",
+        fake.url(),
+        kubeconfig.display()
+    );
     let _ = tokio::signal::ctrl_c().await;
     std::process::ExitCode::SUCCESS
 }
