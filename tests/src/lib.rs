@@ -111,6 +111,28 @@ pub fn tessera_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Run {
         .into()
 }
 
+/// A tool the test command installs: `$ENV` if set, else `target/tools/<installed>` when present,
+/// else `name` on the PATH; panics with how to get it.
+pub fn tool(name: &str, env: &str, installed: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return p.into();
+    }
+    let local = repo_root().join("target/tools").join(installed);
+    if local.is_file() {
+        return local;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is required: run the README's test command, which installs it (or set {env})"
+        )
+    })
+}
+
 pub mod client;
 pub mod core;
 pub mod mutate;

@@ -1095,21 +1095,7 @@ async fn sigterm_stops_cleanly_even_with_open_streams() {
 
 /// `promtool`: $PROMTOOL, the one the test command installs under target/tools, or one on PATH.
 fn promtool() -> std::path::PathBuf {
-    if let Some(p) = std::env::var_os("PROMTOOL") {
-        return p.into();
-    }
-    let installed = tessera_tests::repo_root().join("target/tools/prometheus/usr/bin/promtool");
-    if installed.is_file() {
-        return installed;
-    }
-    let found = std::env::var_os("PATH").map(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    found.flatten().expect(
-        "promtool is required: run the README's test command, which installs it (or set PROMTOOL)",
-    )
+    tessera_tests::tool("promtool", "PROMTOOL", "prometheus/usr/bin/promtool")
 }
 
 #[tokio::test(flavor = "multi_thread")]

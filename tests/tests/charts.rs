@@ -1,0 +1,464 @@
+//! The Helm chart of the core (`chart/`), checked with the real tools: `helm lint --strict`,
+//! `helm template` over a set of values, `kubernetes-validate --strict` for the oldest and the
+//! newest Kubernetes the chart supports, values refused by `values.schema.json`, policy checks
+//! on the rendered objects, and the rendered config read by the core itself.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use tessera_tests::repo_root;
+
+/// The oldest and the newest Kubernetes versions the chart is validated against.
+const KUBE_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
+
+fn helm() -> PathBuf {
+    tessera_tests::tool("helm", "HELM", "helm/helm")
+}
+
+fn kubernetes_validate() -> PathBuf {
+    tessera_tests::tool(
+        "kubernetes-validate",
+        "KUBERNETES_VALIDATE",
+        "venv/bin/kubernetes-validate",
+    )
+}
+
+/// Runs helm with a scratch HOME (it writes caches there).
+fn run_helm(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join(format!("tessera-helm-home-{}", std::process::id()));
+    std::fs::create_dir_all(&home).unwrap();
+    Command::new(helm())
+        .args(args)
+        .current_dir(repo_root())
+        .env("HOME", &home)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .expect("run helm")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `helm template` of the core chart with `--set` pairs; the rendered YAML.
+fn render(sets: &[&str]) -> Result<String, String> {
+    let mut args = vec!["template", "t", "chart", "--namespace", "tessera-system"];
+    for s in sets {
+        args.push("--set-json");
+        args.push(s);
+    }
+    let out = run_helm(&args);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(text(&out))
+    }
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(yaml) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The values cases every check runs over (each a list of `--set-json` pairs).
+fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("defaults", vec![]),
+        (
+            "declared plugins in two namespaces",
+            vec![
+                r#"plugins=[{"name":"hello","namespace":"team-a","capabilities":["ui:panel","ui:route"]},{"name":"billing","namespace":"team-b","capabilities":["ui:panel"],"backendUrl":"http://billing.team-b.svc:8080"}]"#,
+            ],
+        ),
+        (
+            "monitoring on",
+            vec![
+                r#"serviceMonitor={"enabled":true,"interval":"15s","labels":{"release":"prom"}}"#,
+                r#"grafanaDashboard={"enabled":true,"labels":{"grafana_dashboard":"1"}}"#,
+            ],
+        ),
+        (
+            "no PDB, no NetworkPolicy, one replica",
+            vec![
+                "replicaCount=1",
+                r#"podDisruptionBudget={"enabled":false,"minAvailable":1}"#,
+                r#"networkPolicy={"enabled":false}"#,
+            ],
+        ),
+        (
+            "narrow network policy",
+            vec![
+                r#"networkPolicy={"enabled":true,"apiServerCIDR":"10.96.0.1/32","ingressFrom":[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"ingress"}}}]}"#,
+            ],
+        ),
+        (
+            "custom image, resources, service and scheduling",
+            vec![
+                r#"image={"repository":"registry.example.com/tessera","tag":"1.2.3","pullPolicy":"Always"}"#,
+                r#"resources={"requests":{"cpu":"250m","memory":"192Mi"},"limits":{"cpu":"1","memory":"512Mi"}}"#,
+                r#"service={"type":"LoadBalancer","port":8080}"#,
+                r#"nodeSelector={"kubernetes.io/os":"linux"}"#,
+                r#"tolerations=[{"key":"dedicated","operator":"Equal","value":"tessera","effect":"NoSchedule"}]"#,
+                r#"imagePullSecrets=[{"name":"regcred"}]"#,
+            ],
+        ),
+        (
+            "existing service account, CDN, faster probes and leases",
+            vec![
+                r#"serviceAccount={"create":false,"name":"tessera-sa"}"#,
+                r#"shell={"remoteOrigins":["https://cdn.example.com"]}"#,
+                r#"urlPolicy={"allowHosts":["cdn.example.com"],"clusterServiceSuffixes":[".svc"]}"#,
+                r#"probe={"periodSeconds":2,"timeoutSeconds":1,"failureThreshold":2,"successThreshold":1,"concurrency":32}"#,
+                r#"kubernetes={"leaseSeconds":10,"renewSeconds":5,"retrySeconds":1,"apiTimeoutSeconds":3}"#,
+                "replicaCount=3",
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn the_chart_lints_strictly() {
+    let out = run_helm(&["lint", "--strict", "chart"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn every_rendering_is_valid_kubernetes_for_the_oldest_and_newest_versions() {
+    for (name, sets) in cases() {
+        let yaml = render(&sets).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // kubernetes-validate knows the built-in kinds; the ServiceMonitor is a CRD.
+        let builtin: Vec<String> = docs(&yaml)
+            .into_iter()
+            .filter(|d| d["apiVersion"] != "monitoring.coreos.com/v1")
+            .map(|d| serde_norway::to_string(&d).unwrap())
+            .collect();
+        let input = builtin.join("---\n");
+        for version in KUBE_VERSIONS {
+            let mut child = Command::new(kubernetes_validate())
+                .args(["--strict", "-k", version, "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("run kubernetes-validate");
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+            drop(child.stdin.take());
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name}, Kubernetes {version}:\n{}",
+                text(&out)
+            );
+        }
+    }
+}
+
+fn containers(d: &Value) -> Vec<&Value> {
+    d.pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .map(|c| c.iter().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn rendered_objects_follow_the_policies() {
+    const CLUSTER_SCOPED: [&str; 6] = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Namespace",
+        "CustomResourceDefinition",
+        "PersistentVolume",
+        "StorageClass",
+    ];
+    for (name, sets) in cases() {
+        let all = docs(&render(&sets).unwrap());
+        for d in &all {
+            let kind = d["kind"].as_str().unwrap();
+            let what = format!("{name}: {kind} {}", d["metadata"]["name"]);
+            assert!(!CLUSTER_SCOPED.contains(&kind), "{what} is cluster-scoped");
+            let labels = &d["metadata"]["labels"];
+            for l in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/instance",
+                "app.kubernetes.io/version",
+                "helm.sh/chart",
+            ] {
+                assert!(labels[l].is_string(), "{what} lacks label {l}");
+            }
+        }
+        let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let pod = &deploy["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        for c in containers(deploy) {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+            assert_eq!(sc["runAsNonRoot"], true, "{name}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{name}"
+            );
+            assert!(
+                c["resources"]["requests"]["cpu"].is_string(),
+                "{name}: cpu request"
+            );
+            assert!(
+                c["resources"]["requests"]["memory"].is_string(),
+                "{name}: memory request"
+            );
+            assert!(
+                c["resources"]["limits"]["memory"].is_string(),
+                "{name}: memory limit"
+            );
+            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
+        }
+        let netpol = all.iter().any(|d| d["kind"] == "NetworkPolicy");
+        let disabled = sets
+            .iter()
+            .any(|s| s.contains(r#"networkPolicy={"enabled":false"#));
+        assert_eq!(netpol, !disabled, "{name}: NetworkPolicy");
+        // The core's Role: exactly the verbs docs/kubernetes.md documents.
+        let role = all
+            .iter()
+            .find(|d| d["kind"] == "Role" && d["metadata"]["namespace"].is_null())
+            .unwrap();
+        let rules: Vec<(String, String, String)> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["apiGroups"][0].as_str().unwrap().to_string(),
+                    r["resources"][0].as_str().unwrap().to_string(),
+                    r["verbs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                ("", "configmaps", "get,list,watch,create,update,delete"),
+                ("", "secrets", "get,create"),
+                ("coordination.k8s.io", "leases", "get,create,update"),
+                ("events.k8s.io", "events", "create,list"),
+            ]
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn declared_plugin_namespaces_get_a_token_role_and_nothing_more() {
+    let (_, sets) = cases().remove(1);
+    let all = docs(&render(&sets).unwrap());
+    let mut namespaced: Vec<(String, String)> = all
+        .iter()
+        .filter(|d| d["metadata"]["namespace"].is_string())
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["metadata"]["namespace"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    namespaced.sort();
+    assert_eq!(
+        namespaced,
+        [
+            ("Role", "team-a"),
+            ("Role", "team-b"),
+            ("RoleBinding", "team-a"),
+            ("RoleBinding", "team-b"),
+        ]
+        .map(|(k, n)| (k.to_string(), n.to_string()))
+    );
+    for role in all
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["namespace"].is_string())
+    {
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}])
+        );
+    }
+}
+
+/// The config.yaml the chart renders, as the core reads it.
+fn rendered_config(sets: &[&str]) -> String {
+    let all = docs(&render(sets).unwrap());
+    let cm = all
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["config.yaml"].is_string())
+        .unwrap();
+    cm["data"]["config.yaml"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn the_rendered_config_is_one_the_core_accepts() {
+    for (name, sets) in cases() {
+        let yaml = rendered_config(&sets);
+        let path = std::env::temp_dir().join(format!(
+            "tessera-chart-config-{}-{}.yaml",
+            std::process::id(),
+            name.replace(' ', "-")
+        ));
+        std::fs::write(&path, &yaml).unwrap();
+        let cfg = tessera_core::config::Config::from_file(&path)
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
+        cfg.check_final()
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{yaml}"));
+        assert_eq!(
+            cfg.store,
+            tessera_core::config::StoreKind::Kubernetes,
+            "{name}"
+        );
+    }
+    let cfg = rendered_config(&cases()[1].1);
+    assert!(
+        cfg.contains("name: billing") && cfg.contains("backendUrl: http://billing.team-b.svc:8080"),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn bad_values_are_refused_by_the_schema_with_the_field_named() {
+    for (set, field) in [
+        ("replicaCount=0", "replicaCount"),
+        (
+            r#"image={"repository":"x","pullPolicy":"Sometimes"}"#,
+            "pullPolicy",
+        ),
+        (r#"service={"type":"ClusterIP","port":70000}"#, "port"),
+        (r#"probe={"periodSeconds":"fast"}"#, "periodSeconds"),
+        (r#"plugins=[{"name":"hello"}]"#, "namespace"),
+        (
+            r#"plugins=[{"name":"Hello World","namespace":"a"}]"#,
+            "name",
+        ),
+        (
+            r#"networkPolicy={"enabled":true,"apiServerCIDR":"anywhere"}"#,
+            "apiServerCIDR",
+        ),
+        (r#"replicas=3"#, "replicas"),
+        (r#"resources={"requests":{"cpu":"lots"}}"#, "cpu"),
+    ] {
+        let err = render(&[set]).expect_err(set);
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(field),
+            "{set}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_uses_only_metrics_the_core_exports() {
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("chart/dashboards/tessera.json")).unwrap(),
+    )
+    .unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("tessera_") {
+                let tail = &rest[i..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_string());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 9, "{names:?}");
+    // Traffic that gives every family a sample: requests, a registration whose readiness
+    // fails (probe failures), a CSP report about that plugin.
+    let core = tessera_tests::core::Core::start(&tessera_tests::core::fast_config(""));
+    let plugin = tessera_tests::plugin_server::TestPlugin::start("dash");
+    plugin.set_ready(false);
+    let http = reqwest::blocking::Client::new();
+    let token = core.token(&["--plugin", "dash", "--capabilities", "ui:panel,ui:route"]);
+    let res = http
+        .post(format!("{}/api/plugins/register", core.url))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "manifest": tessera_tests::client::manifest("dash", "1.0.0"),
+            "backendUrl": plugin.url, "remoteUrl": plugin.remote_url()}))
+        .send()
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.text().unwrap());
+    let res = http
+        .post(format!("{}/api/shell/csp-reports", core.url))
+        .header("content-type", "application/csp-report")
+        .body(format!(
+            r#"{{"csp-report": {{"blocked-uri": "{}/plugins/dash/1.0.0/x.js", "violated-directive": "script-src-elem"}}}}"#,
+            core.url
+        ))
+        .send()
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let _ = http
+        .get(format!("{}/plugins/dash/1.0.0/remoteEntry.js", core.url))
+        .send();
+    let base = |n: &str| -> String {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| n.strip_suffix(s))
+            .unwrap_or(n)
+            .to_string()
+    };
+    let mut families = Vec::new();
+    for _ in 0..100 {
+        let metrics = http
+            .get(format!("{}/metrics", core.url))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        families = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect();
+        if names.iter().all(|n| families.contains(&base(n))) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for n in &names {
+        assert!(
+            families.contains(&base(n)),
+            "the dashboard uses {n}, which the core does not export ({families:?})"
+        );
+    }
+}
