@@ -49,9 +49,13 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// `helm template` of the core chart with `--set` pairs; the rendered YAML.
+/// `helm template` of the core chart with `--set-json` pairs; the rendered YAML.
 fn render(sets: &[&str]) -> Result<String, String> {
-    let mut args = vec!["template", "t", "chart", "--namespace", "tessera-system"];
+    render_chart("chart", "tessera-system", sets)
+}
+
+fn render_chart(chart: &str, namespace: &str, sets: &[&str]) -> Result<String, String> {
+    let mut args = vec!["template", "t", chart, "--namespace", namespace];
     for s in sets {
         args.push("--set-json");
         args.push(s);
@@ -141,8 +145,15 @@ fn the_chart_lints_strictly() {
 fn every_rendering_is_valid_kubernetes_for_the_oldest_and_newest_versions() {
     for (name, sets) in cases() {
         let yaml = render(&sets).unwrap_or_else(|e| panic!("{name}: {e}"));
-        // kubernetes-validate knows the built-in kinds; the ServiceMonitor is a CRD.
-        let builtin: Vec<String> = docs(&yaml)
+        validate(name, &yaml);
+    }
+}
+
+/// Every built-in object of a rendering passes `kubernetes-validate --strict` for the oldest
+/// and the newest supported Kubernetes (the ServiceMonitor, a CRD, is left out).
+fn validate(name: &str, yaml: &str) {
+    {
+        let builtin: Vec<String> = docs(yaml)
             .into_iter()
             .filter(|d| d["apiVersion"] != "monitoring.coreos.com/v1")
             .map(|d| serde_norway::to_string(&d).unwrap())
@@ -165,6 +176,42 @@ fn every_rendering_is_valid_kubernetes_for_the_oldest_and_newest_versions() {
                 text(&out)
             );
         }
+    }
+}
+
+/// Non-root, no escalation, read-only root, no capabilities, seccomp, requests, probes.
+fn pod_policies(name: &str, all: &[Value]) {
+    let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    for c in containers(deploy) {
+        let sc = &c["securityContext"];
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
+        assert_eq!(sc["runAsNonRoot"], true, "{name}");
+        assert_eq!(
+            sc["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{name}"
+        );
+        assert!(
+            c["resources"]["requests"]["cpu"].is_string(),
+            "{name}: cpu request"
+        );
+        assert!(
+            c["resources"]["requests"]["memory"].is_string(),
+            "{name}: memory request"
+        );
+        assert!(
+            c["resources"]["limits"]["memory"].is_string(),
+            "{name}: memory limit"
+        );
+        assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
     }
 }
 
@@ -201,38 +248,7 @@ fn rendered_objects_follow_the_policies() {
                 assert!(labels[l].is_string(), "{what} lacks label {l}");
             }
         }
-        let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
-        let pod = &deploy["spec"]["template"]["spec"];
-        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
-        assert_eq!(
-            pod["securityContext"]["seccompProfile"]["type"],
-            "RuntimeDefault"
-        );
-        for c in containers(deploy) {
-            let sc = &c["securityContext"];
-            assert_eq!(sc["allowPrivilegeEscalation"], false, "{name}");
-            assert_eq!(sc["readOnlyRootFilesystem"], true, "{name}");
-            assert_eq!(sc["runAsNonRoot"], true, "{name}");
-            assert_eq!(
-                sc["capabilities"]["drop"],
-                serde_json::json!(["ALL"]),
-                "{name}"
-            );
-            assert!(
-                c["resources"]["requests"]["cpu"].is_string(),
-                "{name}: cpu request"
-            );
-            assert!(
-                c["resources"]["requests"]["memory"].is_string(),
-                "{name}: memory request"
-            );
-            assert!(
-                c["resources"]["limits"]["memory"].is_string(),
-                "{name}: memory limit"
-            );
-            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz", "{name}");
-            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz", "{name}");
-        }
+        pod_policies(name, &all);
         let netpol = all.iter().any(|d| d["kind"] == "NetworkPolicy");
         let disabled = sets
             .iter()
@@ -459,6 +475,179 @@ fn the_dashboard_uses_only_metrics_the_core_exports() {
         assert!(
             families.contains(&base(n)),
             "the dashboard uses {n}, which the core does not export ({families:?})"
+        );
+    }
+}
+
+// === the plugin library chart and the template plugin's chart ===
+
+/// A copy of the template plugin's chart with its library dependency built, in a fresh folder
+/// (tests run in parallel; `helm dependency build` writes into the chart).
+fn plugin_chart() -> String {
+    let root = std::env::temp_dir().join(format!(
+        "tessera-plugin-chart-{}-{}",
+        std::process::id(),
+        tessera_core::auth::new_jti()
+    ));
+    let copy = |from: &str, to: &std::path::Path| {
+        let out = Command::new("cp")
+            .arg("-r")
+            .arg(repo_root().join(from))
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    std::fs::create_dir_all(root.join("chart")).unwrap();
+    std::fs::create_dir_all(root.join("plugin-template")).unwrap();
+    copy("chart/tessera-plugin", &root.join("chart/tessera-plugin"));
+    copy("plugin-template/chart", &root.join("plugin-template/chart"));
+    let _ = std::fs::remove_dir_all(root.join("plugin-template/chart/charts"));
+    let chart = root.join("plugin-template/chart").display().to_string();
+    let out = run_helm(&["dependency", "build", &chart]);
+    assert!(out.status.success(), "{}", text(&out));
+    chart
+}
+
+fn plugin_cases() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("defaults", vec![]),
+        (
+            "autoscaling and egress",
+            vec![
+                r#"autoscaling={"enabled":true,"minReplicas":2,"maxReplicas":6,"targetCPUUtilizationPercentage":70}"#,
+                r#"egressAllow=[{"cidr":"10.20.0.0/16","ports":[443,5432]},{"cidr":"192.0.2.10/32"}]"#,
+            ],
+        ),
+        (
+            "own token Secret, config, image and core",
+            vec![
+                r#"registrationToken={"secretName":"hello-token","key":"jwt"}"#,
+                r#"config={"greeting":"hi","limits":{"rps":10}}"#,
+                r#"image={"repository":"registry.example.com/hello","tag":"0.1.0-rc1","pullPolicy":"Always"}"#,
+                r#"core={"url":"http://tessera.platform.svc:8080","namespace":"platform","podLabels":{"app.kubernetes.io/name":"tessera","app.kubernetes.io/instance":"prod"}}"#,
+            ],
+        ),
+    ]
+}
+
+#[test]
+fn the_plugin_charts_lint_strictly() {
+    let chart = plugin_chart();
+    for c in [chart.as_str(), "chart/tessera-plugin"] {
+        let out = run_helm(&["lint", "--strict", c]);
+        assert!(out.status.success(), "{c}: {}", text(&out));
+    }
+}
+
+#[test]
+fn plugin_chart_renderings_are_valid_and_follow_the_policies() {
+    let chart = plugin_chart();
+    for (name, sets) in plugin_cases() {
+        let yaml = render_chart(&chart, "team-a", &sets).unwrap_or_else(|e| panic!("{name}: {e}"));
+        validate(name, &yaml);
+        let all = docs(&yaml);
+        pod_policies(name, &all);
+        for d in &all {
+            let labels = &d["metadata"]["labels"];
+            assert_eq!(labels["plugin.name"], "hello", "{name}: {d}");
+            assert!(labels["plugin.version"].is_string(), "{name}: {d}");
+            let kind = d["kind"].as_str().unwrap();
+            assert!(
+                !kind.starts_with("Cluster"),
+                "{name}: {kind} is cluster-scoped"
+            );
+        }
+        let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let env = containers(deploy)[0]["env"].as_array().unwrap().clone();
+        let token = env.iter().find(|e| e["name"] == "REG_TOKEN").unwrap();
+        let secret = if name.starts_with("own token") {
+            "hello-token"
+        } else {
+            "plugin-reg-token-hello"
+        };
+        assert_eq!(token["valueFrom"]["secretKeyRef"]["name"], secret, "{name}");
+        // Least privilege: get on that one Secret.
+        let role = all.iter().find(|d| d["kind"] == "Role").unwrap();
+        assert_eq!(
+            role["rules"],
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}]),
+            "{name}"
+        );
+        // Default-deny egress: DNS, the core, and exactly egressAllow.
+        let np = all.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+        assert_eq!(
+            np["spec"]["policyTypes"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        let egress = np["spec"]["egress"].as_array().unwrap();
+        assert_eq!(egress[0]["ports"][0]["port"], 53, "{name}");
+        assert!(
+            egress[1]["to"][0]["namespaceSelector"].is_object(),
+            "{name}"
+        );
+        let cidrs: Vec<&str> = egress
+            .iter()
+            .filter_map(|e| e["to"][0]["ipBlock"]["cidr"].as_str())
+            .collect();
+        if name == "autoscaling and egress" {
+            assert_eq!(cidrs, ["10.20.0.0/16", "192.0.2.10/32"]);
+            assert!(all.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
+            assert!(
+                deploy["spec"]["replicas"].is_null(),
+                "the HPA owns replicas"
+            );
+        } else {
+            assert!(cidrs.is_empty(), "{name}: {cidrs:?}");
+        }
+    }
+}
+
+#[test]
+fn the_plugin_chart_version_the_label_and_plugin_yaml_agree() {
+    let chart: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo_root().join("plugin-template/chart/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    let manifest: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo_root().join("plugin-template/plugin.yaml")).unwrap(),
+    )
+    .unwrap();
+    let app_version = chart["appVersion"].as_str().unwrap();
+    assert_eq!(app_version, manifest["version"].as_str().unwrap());
+    assert_eq!(chart["name"], manifest["name"]);
+    let all = docs(&render_chart(&plugin_chart(), "team-a", &[]).unwrap());
+    for d in &all {
+        assert_eq!(
+            d["metadata"]["labels"]["plugin.version"], app_version,
+            "{d}"
+        );
+    }
+    let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deploy["spec"]["template"]["metadata"]["labels"]["plugin.version"],
+        app_version
+    );
+}
+
+#[test]
+fn bad_plugin_values_are_refused_by_the_schema() {
+    let chart = plugin_chart();
+    for (set, field) in [
+        (r#"plugin={"name":"Hello"}"#, "name"),
+        (r#"egressAllow=[{"cidr":"everywhere"}]"#, "cidr"),
+        (
+            r#"core={"url":"tessera","namespace":"x","podLabels":{"a":"b"}}"#,
+            "url",
+        ),
+        (r#"service={"port":0}"#, "port"),
+        (r#"replicas=2"#, "replicas"),
+    ] {
+        let err = render_chart(&chart, "team-a", &[set]).expect_err(set);
+        assert!(
+            err.contains("values don't meet the specifications of the schema")
+                && err.contains(field),
+            "{set}: {err}"
         );
     }
 }

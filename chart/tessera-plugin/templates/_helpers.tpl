@@ -1,0 +1,56 @@
+{{/*
+tessera-plugin: the objects every plugin runs with. A plugin chart renders all of them with
+  {{ include "tessera-plugin.all" . }}
+and sets `.Values.plugin.name` (its version is the chart's appVersion, which must equal
+plugin.yaml's version).
+*/}}
+
+{{- define "tessera-plugin.name" -}}
+{{- required "plugin.name is required" .Values.plugin.name -}}
+{{- end -}}
+
+{{- define "tessera-plugin.fullname" -}}
+{{- include "tessera-plugin.name" . | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tessera-plugin.version" -}}
+{{- .Chart.AppVersion -}}
+{{- end -}}
+
+{{- define "tessera-plugin.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tessera-plugin.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tessera-plugin.labels" -}}
+{{ include "tessera-plugin.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "tessera-plugin.version" . | quote }}
+app.kubernetes.io/part-of: tessera-plugins
+app.kubernetes.io/component: plugin
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+plugin.name: {{ include "tessera-plugin.name" . }}
+plugin.version: {{ include "tessera-plugin.version" . | quote }}
+{{- end -}}
+
+{{- define "tessera-plugin.tokenSecret" -}}
+{{- default (printf "plugin-reg-token-%s" (include "tessera-plugin.name" .)) .Values.registrationToken.secretName -}}
+{{- end -}}
+
+{{/* Every object, in order. */}}
+{{- define "tessera-plugin.all" -}}
+{{ include "tessera-plugin.serviceaccount" . }}
+---
+{{ include "tessera-plugin.role" . }}
+---
+{{ include "tessera-plugin.configmap" . }}
+---
+{{ include "tessera-plugin.service" . }}
+---
+{{ include "tessera-plugin.deployment" . }}
+---
+{{ include "tessera-plugin.networkpolicy" . }}
+{{- if .Values.autoscaling.enabled }}
+---
+{{ include "tessera-plugin.hpa" . }}
+{{- end }}
+{{- end -}}

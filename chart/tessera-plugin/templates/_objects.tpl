@@ -1,0 +1,236 @@
+{{- define "tessera-plugin.serviceaccount" -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+automountServiceAccountToken: false
+{{- end -}}
+
+{{- define "tessera-plugin.role" -}}
+# Least privilege: the plugin may read its own registration-token Secret, nothing else.
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: [secrets]
+    resourceNames: [{{ include "tessera-plugin.tokenSecret" . }}]
+    verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ include "tessera-plugin.fullname" . }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ include "tessera-plugin.fullname" . }}
+    namespace: {{ .Release.Namespace }}
+{{- end -}}
+
+{{- define "tessera-plugin.configmap" -}}
+# The plugin's configuration (PLUGIN_CONFIG_FILE), checked against its configSchema at start.
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}-config
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+data:
+  config.json: {{ .Values.config | toJson | quote }}
+{{- end -}}
+
+{{- define "tessera-plugin.service" -}}
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+spec:
+  type: ClusterIP
+  selector:
+    {{- include "tessera-plugin.selectorLabels" . | nindent 4 }}
+  ports:
+    - name: http
+      port: {{ .Values.service.port }}
+      targetPort: http
+      protocol: TCP
+{{- end -}}
+
+{{- define "tessera-plugin.deployment" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+spec:
+  {{- if not .Values.autoscaling.enabled }}
+  replicas: {{ .Values.replicaCount }}
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- include "tessera-plugin.selectorLabels" . | nindent 6 }}
+  template:
+    metadata:
+      labels:
+        {{- include "tessera-plugin.labels" . | nindent 8 }}
+      annotations:
+        checksum/config: {{ .Values.config | toJson | sha256sum }}
+    spec:
+      serviceAccountName: {{ include "tessera-plugin.fullname" . }}
+      automountServiceAccountToken: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile:
+          type: RuntimeDefault
+      containers:
+        - name: plugin
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default (include "tessera-plugin.version" .) }}"
+          imagePullPolicy: {{ .Values.image.pullPolicy }}
+          env:
+            - name: PORT
+              value: "8080"
+            - name: CORE_BASE_URL
+              value: {{ .Values.core.url | quote }}
+            - name: SERVICE_URL
+              value: "http://{{ include "tessera-plugin.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}"
+            - name: REG_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "tessera-plugin.tokenSecret" . }}
+                  key: {{ .Values.registrationToken.key }}
+            - name: PLUGIN_CONFIG_FILE
+              value: /etc/plugin/config.json
+            {{- with .Values.uiRemotePath }}
+            - name: UI_REMOTE_PATH
+              value: {{ . | quote }}
+            {{- end }}
+          ports:
+            - name: http
+              containerPort: 8080
+              protocol: TCP
+          livenessProbe:
+            httpGet:
+              path: {{ .Values.health.livenessPath }}
+              port: http
+            periodSeconds: 10
+            timeoutSeconds: 2
+          readinessProbe:
+            httpGet:
+              path: {{ .Values.health.readinessPath }}
+              port: http
+            periodSeconds: 5
+            timeoutSeconds: 2
+          resources:
+            {{- toYaml .Values.resources | nindent 12 }}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            runAsNonRoot: true
+            privileged: false
+            capabilities:
+              drop: [ALL]
+            seccompProfile:
+              type: RuntimeDefault
+          volumeMounts:
+            - name: config
+              mountPath: /etc/plugin
+              readOnly: true
+            - name: tmp
+              mountPath: /tmp
+      volumes:
+        - name: config
+          configMap:
+            name: {{ include "tessera-plugin.fullname" . }}-config
+        - name: tmp
+          emptyDir: {}
+{{- end -}}
+
+{{- define "tessera-plugin.networkpolicy" -}}
+# Egress is denied except DNS, the core, and what the manifest's egressAllow names.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+spec:
+  podSelector:
+    matchLabels:
+      {{- include "tessera-plugin.selectorLabels" . | nindent 6 }}
+  policyTypes: [Ingress, Egress]
+  ingress:
+    # The core probes the plugin, proxies its calls and fetches its remote.
+    - from:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: {{ .Values.core.namespace }}
+          podSelector:
+            matchLabels:
+              {{- toYaml .Values.core.podLabels | nindent 14 }}
+      ports:
+        - port: http
+          protocol: TCP
+  egress:
+    - ports:
+        - port: 53
+          protocol: UDP
+        - port: 53
+          protocol: TCP
+    - to:
+        - namespaceSelector:
+            matchLabels:
+              kubernetes.io/metadata.name: {{ .Values.core.namespace }}
+          podSelector:
+            matchLabels:
+              {{- toYaml .Values.core.podLabels | nindent 14 }}
+    {{- range .Values.egressAllow }}
+    - to:
+        - ipBlock:
+            cidr: {{ .cidr }}
+      {{- with .ports }}
+      ports:
+        {{- range . }}
+        - port: {{ . }}
+          protocol: TCP
+        {{- end }}
+      {{- end }}
+    {{- end }}
+{{- end -}}
+
+{{- define "tessera-plugin.hpa" -}}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "tessera-plugin.fullname" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "tessera-plugin.fullname" . }}
+  minReplicas: {{ .Values.autoscaling.minReplicas }}
+  maxReplicas: {{ .Values.autoscaling.maxReplicas }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ .Values.autoscaling.targetCPUUtilizationPercentage }}
+{{- end -}}
