@@ -47,17 +47,32 @@ const compiler = rspack({
   ],
 });
 
-compiler.run((err, stats) => {
+// `node build.mjs --watch` rebuilds on every change of src/ (the UI dev server of
+// docker-compose.plugin.yml); a failed rebuild is reported and the watch goes on.
+const watching = process.argv.includes('--watch');
+
+function report(err, stats) {
   if (err) {
     console.error(err);
-    process.exit(1);
+    return false;
   }
   if (stats.hasErrors()) {
     console.error(stats.toString({ all: false, errors: true }));
-    process.exit(1);
+    return false;
   }
   const assets = stats.toJson({ assets: true }).assets ?? [];
   for (const a of assets) console.log(`  dist/${a.name}  ${a.size} bytes`);
-  console.log(`done in ${Date.now() - started} ms`);
-  compiler.close(() => {});
-});
+  return true;
+}
+
+if (watching) {
+  compiler.watch({ aggregateTimeout: 200 }, (err, stats) => {
+    if (report(err, stats)) console.log(`rebuilt at ${new Date().toISOString()}; watching src/`);
+  });
+} else {
+  compiler.run((err, stats) => {
+    if (!report(err, stats)) process.exit(1);
+    console.log(`done in ${Date.now() - started} ms`);
+    compiler.close(() => {});
+  });
+}

@@ -560,6 +560,8 @@ fn plugin_chart_renderings_are_valid_and_follow_the_policies() {
         }
         let deploy = all.iter().find(|d| d["kind"] == "Deployment").unwrap();
         let env = containers(deploy)[0]["env"].as_array().unwrap().clone();
+        let var = |n: &str| env.iter().find(|e| e["name"] == n).cloned();
+        assert_eq!(var("LISTEN_HOST").unwrap()["value"], "0.0.0.0", "{name}");
         let token = env.iter().find(|e| e["name"] == "REG_TOKEN").unwrap();
         let secret = if name.starts_with("own token") {
             "hello-token"

@@ -513,3 +513,30 @@ fn plugin_check_passes_on_the_template_and_names_what_fails() {
         run.stdout
     );
 }
+
+#[test]
+fn health_commands_answer_for_container_healthchecks() {
+    let core = Core::start(&fast_config(""));
+    let port = free_port();
+    let mut p = Plugin::start(None, None, port, &[]);
+    wait(Duration::from_secs(10), "hello answers /healthz", || {
+        get(&format!("{}/healthz", p.url)).is_some_and(|(s, _)| s == 200)
+    });
+    let plugin_check = |port: u16| {
+        Command::new(hello_plugin_bin())
+            .arg("healthcheck")
+            .env("PORT", port.to_string())
+            .output()
+            .unwrap()
+    };
+    assert!(plugin_check(port).status.success());
+    let core_check = |url: String| tessera(&["health", "--url", &url]);
+    assert_eq!(core_check(format!("{}/healthz", core.url)).code, Some(0));
+    let bad = core_check(format!("{}/no-such-endpoint", core.url));
+    assert_eq!(bad.code, Some(1), "{}", bad.stderr);
+    assert!(bad.stderr.contains("HTTP 404"), "{}", bad.stderr);
+    p.kill();
+    let down = plugin_check(port);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}

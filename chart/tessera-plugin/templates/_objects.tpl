@@ -104,6 +104,8 @@ spec:
           env:
             - name: PORT
               value: "8080"
+            - name: LISTEN_HOST
+              value: "0.0.0.0"
             - name: CORE_BASE_URL
               value: {{ .Values.core.url | quote }}
             - name: SERVICE_URL

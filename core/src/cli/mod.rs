@@ -30,6 +30,8 @@ enum Command {
     /// Work with plugin manifests and plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Exit 0 when a core answers its health endpoint (a container HEALTHCHECK).
+    Health(server::HealthArgs),
 }
 
 /// Parses the process arguments and runs the command.
@@ -40,5 +42,6 @@ pub fn run() -> ExitCode {
         Command::Dev(args) => dev::dev(args),
         Command::Token(cmd) => server::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Health(args) => server::health(args),
     }
 }

@@ -142,6 +142,9 @@ pub(crate) struct IssueArgs {
     /// Print {token, jti, claims} as JSON instead of the bare token.
     #[arg(long)]
     json: bool,
+    /// Write the bare token to this file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
     /// Take the signing key from the core's Secret in this namespace (Kubernetes store)
     /// instead of the data dir.
     #[arg(long, value_name = "NS")]
@@ -252,7 +255,15 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
                     crate::store::kube::TOKEN_KEY
                 );
             }
-            if a.json {
+            if let Some(out) = &a.out {
+                // A new token replaces the file; it is never readable by others, even briefly.
+                let _ = std::fs::remove_file(out);
+                if let Err(e) = auth::write_private(out, token.as_bytes()) {
+                    eprintln!("error: {}: {e}", out.display());
+                    return ExitCode::FAILURE;
+                }
+                eprintln!("wrote the token (jti {}) to {}", claims.jti, out.display());
+            } else if a.json {
                 println!(
                     "{}",
                     json!({"token": token, "jti": claims.jti, "claims": claims})
@@ -316,6 +327,43 @@ fn rotate(r: RotateArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    /// The endpoint to ask.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080/healthz"
+    )]
+    url: String,
+}
+
+/// `tessera health`: 0 when the URL answers 2xx within 2 s, 1 otherwise (with why).
+pub(crate) fn health(a: HealthArgs) -> ExitCode {
+    let checked = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| e.to_string())?;
+            let res = client.get(&a.url).send().await.map_err(|e| e.to_string())?;
+            if res.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", res.status().as_u16()))
+            }
+        })
+    });
+    match checked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unhealthy: {}: {e}", a.url);
             ExitCode::FAILURE
         }
     }

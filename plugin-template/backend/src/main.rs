@@ -54,6 +54,10 @@ async fn greeting(State(word): State<Arc<RwLock<String>>>) -> axum::Json<Value> 
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `hello-plugin healthcheck`: the container image's HEALTHCHECK.
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return runtime::healthcheck().await;
+    }
     let manifest = match runtime::manifest_from_yaml(include_str!("../../plugin.yaml")) {
         Ok(m) => m,
         Err(e) => {

@@ -186,6 +186,31 @@ struct Shared<A> {
     metrics: AppMetrics,
 }
 
+/// For a container `HEALTHCHECK` (`<plugin binary> healthcheck`): asks this plugin's own
+/// `/healthz` on `127.0.0.1:$PORT` (default 7001) and returns 0 when it answers 2xx within 2 s.
+pub async fn healthcheck() -> std::process::ExitCode {
+    let port = std::env::var("PORT").unwrap_or_else(|_| "7001".into());
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let answer = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c.get(&url).send().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => std::process::ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("unhealthy: {url}: HTTP {}", r.status().as_u16());
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Loads the manifest from YAML text (usually `include_str!("../plugin.yaml")`), refusing an
 /// invalid one with every problem.
 pub fn manifest_from_yaml(text: &str) -> Result<Manifest, ServeError> {
