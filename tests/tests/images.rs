@@ -94,3 +94,25 @@ fn the_compose_harness_follows_the_compose_specification() {
     cfg.check_final().unwrap();
     assert!(cfg.url_policy.allow_hosts.contains(&"plugin".to_string()));
 }
+
+#[test]
+fn the_shell_scripts_are_shellcheck_clean() {
+    let shellcheck = tessera_tests::tool("shellcheck", "SHELLCHECK", "shellcheck");
+    for f in ["kind/e2e.sh", "scripts/test", ".ci/run"] {
+        let out = Command::new(&shellcheck)
+            .arg(repo_root().join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let kind: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo_root().join("kind/cluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kind["kind"], "Cluster");
+    assert_eq!(kind["apiVersion"], "kind.x-k8s.io/v1alpha4");
+}
