@@ -1017,28 +1017,26 @@ impl Registry {
             .map_err(|_| ApiError::store("the write was abandoned by the store writer"))?
     }
 
-    /// Records written by someone else (another replica, seen through the store's watch): put
+    /// A record written by someone else (another replica, seen through the store's watch): put
     /// into the index in order with local writes, without writing them again. `accept` runs on
-    /// the writer, in that order, and decides whether they are newer than what the index holds
+    /// the writer, in that order, and decides whether it is newer than what the index holds
     /// (so an echo of a local write, or an event older than it, changes nothing).
     pub async fn apply_external(
         &self,
-        records: Vec<(String, Option<PluginRecord>)>,
+        name: String,
+        record: Option<PluginRecord>,
         accept: impl Fn() -> bool + Send + Sync + 'static,
     ) {
-        let records = Arc::new(records);
         let _ = self
             .submit(move |me, b| {
                 if !accept() {
                     return Ok(());
                 }
-                for (name, rec) in records.iter() {
-                    match rec {
-                        Some(r) => write(&me.claims).update(r),
-                        None => write(&me.claims).remove(name),
-                    }
-                    b.touched.insert(name.clone(), rec.clone());
+                match &record {
+                    Some(r) => write(&me.claims).update(r),
+                    None => write(&me.claims).remove(&name),
                 }
+                b.touched.insert(name.clone(), record.clone());
                 Ok(())
             })
             .await;

@@ -71,13 +71,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     // replica is the only one.
     let (leading_tx, leading_rx) = watch::channel(kube.is_none());
     let keys = Arc::new(keys);
+    let shared_config = Arc::new(config.clone());
     let (mut watcher, mut election, mut secrets, mut declared) = (None, None, None, None);
     if let Some(k) = &kube {
         watcher = Some(k.spawn_watch(registry.clone()));
         election = Some(k.spawn_leader_election(leading_tx, shutdown_rx.clone()));
         declared = Some(crate::declared::spawn(
             registry.clone(),
-            Arc::new(config.clone()),
+            shared_config.clone(),
             crate::probe::client(config.probe.timeout()),
             leading_rx.clone(),
         ));
@@ -107,7 +108,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let state = AppState {
         registry: registry.clone(),
         keys: keys.clone(),
-        config: Arc::new(config.clone()),
+        config: shared_config,
         probed: probed_rx,
         limiter: Arc::new(RateLimiter::default()),
         assets: Arc::new(AssetCache::new(config.assets.cache_bytes)),

@@ -149,21 +149,30 @@ impl KubeStore {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// Runs an API call on the runtime from a blocking thread, bounded by the timeout.
+    /// An API call bounded by the timeout (`Err`: it did not answer in time).
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<Result<T, kube::Error>, String> {
+        let timeout = self.timing.api_timeout;
+        tokio::time::timeout(timeout, fut).await.map_err(|_| {
+            format!(
+                "{what}: the Kubernetes API did not answer within {} s",
+                timeout.as_secs_f64()
+            )
+        })
+    }
+
+    /// The same, from a blocking thread (the store's synchronous methods).
     fn block<T>(
         &self,
         what: &str,
         fut: impl std::future::Future<Output = Result<T, kube::Error>>,
     ) -> Result<Result<T, kube::Error>, StoreError> {
-        let timeout = self.timing.api_timeout;
         self.handle
-            .block_on(async { tokio::time::timeout(timeout, fut).await })
-            .map_err(|_| {
-                StoreError::Failed(format!(
-                    "{what}: the Kubernetes API did not answer within {} s",
-                    timeout.as_secs_f64()
-                ))
-            })
+            .block_on(self.bounded(what, fut))
+            .map_err(StoreError::Failed)
     }
 
     fn version(&self, name: &str) -> Option<String> {
@@ -399,15 +408,9 @@ impl KubeStore {
                 .and_then(|b| String::from_utf8(b.0).ok())
                 .ok_or_else(|| format!("Secret {SIGNING_SECRET} has no {SIGNING_KEY}"))
         };
-        let timeout = self.timing.api_timeout;
-        let call = |what: &'static str| {
-            move |e: tokio::time::error::Elapsed| {
-                format!("{what}: no answer within {} s: {e}", timeout.as_secs_f64())
-            }
-        };
-        if let Some(s) = tokio::time::timeout(timeout, secrets.get_opt(SIGNING_SECRET))
-            .await
-            .map_err(call("reading the signing key"))?
+        if let Some(s) = self
+            .bounded("reading the signing key", secrets.get_opt(SIGNING_SECRET))
+            .await?
             .map_err(|e| format!("reading Secret {SIGNING_SECRET}: {e}"))?
         {
             return read(s);
@@ -423,15 +426,18 @@ impl KubeStore {
             type_: Some("Opaque".into()),
             ..Default::default()
         };
-        match tokio::time::timeout(timeout, secrets.create(&PostParams::default(), &secret))
-            .await
-            .map_err(call("creating the signing key"))?
+        match self
+            .bounded(
+                "creating the signing key",
+                secrets.create(&PostParams::default(), &secret),
+            )
+            .await?
         {
             Ok(_) => Ok(pem),
             Err(e) if api_status(&e) == Some(409) => {
-                let s = tokio::time::timeout(timeout, secrets.get(SIGNING_SECRET))
-                    .await
-                    .map_err(call("reading the signing key"))?
+                let s = self
+                    .bounded("reading the signing key", secrets.get(SIGNING_SECRET))
+                    .await?
                     .map_err(|e| format!("reading Secret {SIGNING_SECRET}: {e}"))?;
                 read(s)
             }
@@ -481,7 +487,7 @@ impl KubeStore {
                                 }
                                 let (m, name) = (me.clone(), r.name.clone());
                                 registry
-                                    .apply_external(vec![(r.name, None)], move || {
+                                    .apply_external(r.name, None, move || {
                                         m.set_version(&name, None);
                                         true
                                     })
@@ -495,9 +501,7 @@ impl KubeStore {
                             let rv = cm.metadata.resource_version.clone().unwrap_or_default();
                             let (m, n) = (me.clone(), name.clone());
                             registry
-                                .apply_external(vec![(name, None)], move || {
-                                    m.advance(&n, &rv, false)
-                                })
+                                .apply_external(name, None, move || m.advance(&n, &rv, false))
                                 .await;
                         }
                     }
@@ -517,7 +521,7 @@ impl KubeStore {
             Some(Ok(rec)) if rec.name == name => {
                 let (m, n) = (self.clone(), name.clone());
                 registry
-                    .apply_external(vec![(name, Some(rec))], move || m.advance(&n, &rv, true))
+                    .apply_external(name, Some(rec), move || m.advance(&n, &rv, true))
                     .await;
             }
             _ => {
@@ -573,10 +577,12 @@ impl KubeStore {
         observed_at: &mut Instant,
         last_renewed: &mut Option<Instant>,
     ) -> bool {
-        let timeout = self.timing.api_timeout;
         let now = MicroTime(Timestamp::now());
         let secs = i32::try_from(self.timing.lease.as_secs().max(1)).unwrap_or(15);
-        let current = match tokio::time::timeout(timeout, leases.get_opt(LEASE)).await {
+        let current = match self
+            .bounded("reading the Lease", leases.get_opt(LEASE))
+            .await
+        {
             Ok(Ok(l)) => l,
             _ => return false,
         };
@@ -597,7 +603,11 @@ impl KubeStore {
                 }),
             };
             let ok = matches!(
-                tokio::time::timeout(timeout, leases.create(&PostParams::default(), &lease)).await,
+                self.bounded(
+                    "creating the Lease",
+                    leases.create(&PostParams::default(), &lease)
+                )
+                .await,
                 Ok(Ok(_))
             );
             if ok {
@@ -632,11 +642,12 @@ impl KubeStore {
         spec.holder_identity = Some(self.identity.clone());
         spec.lease_duration_seconds = Some(secs);
         spec.renew_time = Some(now);
-        match tokio::time::timeout(
-            timeout,
-            leases.replace(LEASE, &PostParams::default(), &lease),
-        )
-        .await
+        match self
+            .bounded(
+                "renewing the Lease",
+                leases.replace(LEASE, &PostParams::default(), &lease),
+            )
+            .await
         {
             Ok(Ok(_)) => {
                 if !mine {
@@ -651,8 +662,9 @@ impl KubeStore {
 
     /// Gives the Lease up (on shutdown), so the next replica need not wait for it to expire.
     async fn release(&self, leases: &Api<Lease>) {
-        let timeout = self.timing.api_timeout;
-        let Ok(Ok(Some(mut lease))) = tokio::time::timeout(timeout, leases.get_opt(LEASE)).await
+        let Ok(Ok(Some(mut lease))) = self
+            .bounded("reading the Lease", leases.get_opt(LEASE))
+            .await
         else {
             return;
         };
@@ -663,11 +675,12 @@ impl KubeStore {
         spec.holder_identity = None;
         spec.renew_time = Some(MicroTime(Timestamp::now()));
         spec.lease_duration_seconds = Some(1);
-        let _ = tokio::time::timeout(
-            timeout,
-            leases.replace(LEASE, &PostParams::default(), &lease),
-        )
-        .await;
+        let _ = self
+            .bounded(
+                "releasing the Lease",
+                leases.replace(LEASE, &PostParams::default(), &lease),
+            )
+            .await;
         tracing::info!(identity = %self.identity, "released the Lease");
     }
 }
@@ -675,20 +688,6 @@ impl KubeStore {
 // === registration-token Secrets ===
 
 impl KubeStore {
-    async fn bounded<T>(
-        &self,
-        what: &str,
-        fut: impl std::future::Future<Output = Result<T, kube::Error>>,
-    ) -> Result<Result<T, kube::Error>, String> {
-        let timeout = self.timing.api_timeout;
-        tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            format!(
-                "{what}: the Kubernetes API did not answer within {} s",
-                timeout.as_secs_f64()
-            )
-        })
-    }
-
     /// The token in Secret `name` of namespace `ns`, if the Secret exists.
     pub async fn read_token_secret(&self, ns: &str, name: &str) -> Result<Option<String>, String> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
