@@ -1,10 +1,15 @@
 # The few commands people run. `make test` is the README's test command.
 .PHONY: run serve test lint fmt
 
+# Ports of `make run`: the core (shell and API) and the template plugin's service.
+# Another pair: make run PORT=9080 PLUGIN_PORT=9001
+PORT ?= 8080
+PLUGIN_PORT ?= 7001
+
 # The core on its embedded SQLite store with the template plugin registered and Ready
-# (state and logs in .tessera-dev/), on http://127.0.0.1:8080. Ctrl-C stops both.
+# (state and logs in .tessera-dev/), on http://127.0.0.1:$(PORT). Ctrl-C stops both.
 run:
-	cargo run -q -p tessera-core -- dev
+	cargo run -q -p tessera-core -- dev --listen 127.0.0.1:$(PORT) --plugin-port $(PLUGIN_PORT)
 
 # The core alone (state in .tessera/).
 serve:

@@ -97,12 +97,14 @@ fn name(i: usize) -> String {
 fn manifest(i: usize) -> Value {
     let n = name(i);
     json!({
-        "name": n, "version": "1.0.0", "compat": {"core": "^1.0"},
+        "name": n, "version": "1.0.0", "compat": {"core": "^2.0"},
         "capabilities": ["ui:panel", "ui:route"],
-        "ui": {"remotePath": "/mf/remoteEntry.js", "contributions": {
+        "ui": {"mode": "ModuleFederation", "remotePath": "/mf/remoteEntry.js", "contributions": {
             "panels": [{"id": format!("{n}.main"), "title": format!("Panel of {n}")}],
             "routes": [{"path": format!("/{n}"), "component": "Page"}]
-        }}
+        }},
+        "endpoints": {"basePath": "/api"},
+        "health": {"livenessPath": "/healthz", "readinessPath": "/readyz"}
     })
 }
 

@@ -77,6 +77,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/plugins/{name}/disable"),
     ("POST", "/api/plugins/{name}/enable"),
     ("POST", "/api/plugins/{name}/accept-remote"),
+    ("GET", "/api/tokens"),
     ("POST", "/api/tokens"),
     ("POST", "/api/tokens/{jti}/revoke"),
     ("GET", "/api/audit"),
@@ -103,7 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/plugins/{name}/disable", post(disable_plugin))
         .route("/api/plugins/{name}/enable", post(enable_plugin))
         .route("/api/plugins/{name}/accept-remote", post(accept_remote))
-        .route("/api/tokens", post(mint_token))
+        .route("/api/tokens", get(list_tokens).post(mint_token))
         .route("/api/tokens/{jti}/revoke", post(revoke_token))
         .route("/api/audit", get(audit))
         .route("/api/shell/remotes", get(shell_remotes))
@@ -344,7 +345,8 @@ pub(crate) fn admit(
         ]));
     }
     // 5. capabilities
-    let check = capability::check_granted(&m.capabilities, grant.capabilities);
+    // Declaring panels or routes requests ui:panel / ui:route, listed or not.
+    let check = capability::check_granted(&m.requested_capabilities(), grant.capabilities);
     if !check.is_satisfied() {
         let names = |v: &[Capability]| v.iter().map(|c| c.name()).collect::<Vec<_>>();
         return Err(ApiError::new(
@@ -716,12 +718,37 @@ async fn mint_token(
     }
     .map_err(|e| ApiError::new(Code::Internal, format!("signing failed: {e}")))?;
     let (token, minted) = signed;
-    tracing::info!(request_id = %rid.0, actor = %format!("admin:{}", claims.jti), jti = %minted.jti, sub = %minted.sub, "token minted");
+    let actor = admin_actor(&claims, &rid);
+    state
+        .registry
+        .record_issued(minted.issued(&actor.who), &actor)
+        .await?;
+    tracing::info!(request_id = %rid.0, actor = %actor.who, jti = %minted.jti, sub = %minted.sub, "token minted");
     Ok((
         StatusCode::CREATED,
         Json(json!({"token": token, "jti": minted.jti, "claims": minted})),
     )
         .into_response())
+}
+
+/// The token list: what was minted and whether it is revoked, never a token.
+async fn list_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&state, &headers)?;
+    let tokens: Vec<Value> = state
+        .registry
+        .tokens()
+        .await?
+        .into_iter()
+        .map(|(t, revoked)| {
+            let mut v = json!(t);
+            v["revoked"] = json!(revoked);
+            v
+        })
+        .collect();
+    Ok(Json(Value::Array(tokens)))
 }
 
 async fn revoke_token(
@@ -980,11 +1007,33 @@ async fn csp_report(
             .or_else(|| r.get("effectiveDirective"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        // Only names of known plugins become labels, so reports cannot grow the series.
-        let plugin = shell::plugin_of(blocked)
-            .filter(|n| state.registry.get(n).is_some())
-            .unwrap_or("unknown")
-            .to_string();
+        let source = r
+            .get("source-file")
+            .or_else(|| r.get("sourceFile"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        // Only names of known plugins become labels, so reports cannot grow the series: a
+        // file under /plugins/<name>/ (blocked, or the script that tried), else a plugin whose
+        // own service has the blocked URL's origin.
+        let plugin = [blocked, source]
+            .into_iter()
+            .filter_map(shell::plugin_of)
+            .find(|n| state.registry.get(n).is_some())
+            .map(str::to_string)
+            .or_else(|| {
+                let o = shell::origin(blocked)?;
+                state
+                    .registry
+                    .list()
+                    .into_iter()
+                    .find(|p| {
+                        [&p.current.backend_url, &p.current.remote_url]
+                            .into_iter()
+                            .any(|u| shell::origin(u) == Some(o))
+                    })
+                    .map(|p| p.name)
+            })
+            .unwrap_or_else(|| "unknown".to_string());
         tracing::warn!(plugin = %plugin, blocked = %blocked.chars().take(300).collect::<String>(), directive = %directive.chars().take(100).collect::<String>(), "content security policy violation");
         state
             .metrics
@@ -1000,6 +1049,7 @@ async fn csp_report(
 async fn asset(
     State(state): State<AppState>,
     Path((name, version, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let path = assets::safe_path(&path)
         .ok_or_else(|| {
@@ -1027,26 +1077,32 @@ async fn asset(
         }
         Some(Ok(found)) => found,
     };
+    let Some(integrity) = integrity else {
+        return Err(ApiError::new(
+            Code::PluginNotReady,
+            format!("plugin \"{name}\" version {version} has no pinned remote entry yet"),
+        ));
+    };
+    // Every file of a remote is named, in the cache and in its ETag, by the entry it belongs
+    // to: a rebuilt entry under the same version never meets the chunks of the old one.
+    let etag = assets::etag(&integrity, &path);
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return Ok(asset_response(
+            StatusCode::NOT_MODIFIED,
+            Body::empty(),
+            &path,
+            &etag,
+        ));
+    }
     let (dir, entry_file) = remote_url.rsplit_once('/').unwrap_or((&remote_url, ""));
     let bytes = if path == entry_file {
-        let bytes = state
-            .registry
-            .remote_entry(&name, &version)
-            .ok_or_else(|| {
-                ApiError::new(
-                    Code::PluginNotReady,
-                    format!("the remote entry of \"{name}\" {version} has not been fetched yet"),
-                )
-            })?;
-        if integrity.as_deref() != Some(crate::registry::integrity(&bytes).as_str()) {
-            return Err(ApiError::new(
-                Code::PluginNotReady,
-                format!("the remote entry of \"{name}\" {version} changed; withdrawn"),
-            ));
-        }
-        bytes
+        remote_entry(&state, &name, &version, &remote_url, &integrity).await?
     } else {
-        let key = format!("{name}/{version}/{path}");
+        let key = assets::key(&name, &version, &integrity, &path);
         match state.assets.get(&key) {
             Some(b) => {
                 state.metrics.asset_hits.inc();
@@ -1068,15 +1124,65 @@ async fn asset(
             }
         }
     };
-    let mut res = Response::new(Body::from(bytes));
+    Ok(asset_response(
+        StatusCode::OK,
+        Body::from(bytes),
+        &path,
+        &etag,
+    ))
+}
+
+/// The remote entry of a served version: the bytes the prober hashed, or, when this core has
+/// not fetched them yet (just after a start), fetched now and served only if they still have
+/// the pinned integrity.
+async fn remote_entry(
+    state: &AppState,
+    name: &str,
+    version: &str,
+    remote_url: &str,
+    integrity: &str,
+) -> Result<Bytes, ApiError> {
+    let held = state.registry.remote_entry(name, version);
+    let bytes = match held {
+        Some(b) => b,
+        None => {
+            let b = crate::probe::get(&state.http, remote_url, 16 << 20)
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        Code::UpstreamFailed,
+                        format!("fetching the remote entry of plugin \"{name}\" failed: {e}"),
+                    )
+                })?;
+            if crate::registry::integrity(&b) == integrity {
+                state.registry.keep_remote_bytes(name, version, &b);
+            }
+            b
+        }
+    };
+    if crate::registry::integrity(&bytes) != integrity {
+        return Err(ApiError::new(
+            Code::PluginNotReady,
+            format!("the remote entry of \"{name}\" {version} changed; withdrawn"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A remote file's response: the types a remote needs, revalidated by the browser on every
+/// use (`no-cache` with a strong ETag), since a file's URL does not change when a plugin
+/// rebuilds its UI under the same version.
+fn asset_response(status: StatusCode, body: Body, path: &str, etag: &str) -> Response {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(assets::content_type(&path)),
+        HeaderValue::from_static(assets::content_type(path)),
     );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=31536000, immutable"),
-    );
-    Ok(res)
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    res
 }

@@ -2,15 +2,34 @@
 //!
 //! `<path>` is relative to the directory of the plugin's `remoteUrl`; the core fetches
 //! `dirname(remoteUrl)/<path>` (never outside that directory, never following redirects) and
-//! caches it by (plugin, version, path): files are immutable per version. The remote entry
-//! itself is served from the bytes the prober fetched and hashed, so what the browser runs is
-//! exactly what the `integrity` in the shell list describes. The cache is bounded in bytes and
-//! evicts the least recently used file.
+//! caches it by (plugin, version, entry integrity, path): a rebuilt remote entry under the same
+//! version never meets the chunks of the old one. The remote entry itself is served from the
+//! bytes the prober fetched and hashed (or fetched on demand and checked against the pinned
+//! integrity), so what the browser runs is exactly what the `integrity` in the shell list
+//! describes. The cache is bounded in bytes and evicts the least recently used file.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+
+/// The cache key of a remote file: the entry's integrity is part of it.
+pub fn key(plugin: &str, version: &str, entry_integrity: &str, path: &str) -> String {
+    format!("{plugin}/{version}/{entry_integrity}/{path}")
+}
+
+/// The strong ETag of a remote file: a digest of the entry's integrity and the file's path
+/// (files under one entry are immutable).
+pub fn etag(entry_integrity: &str, path: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(entry_integrity.as_bytes())
+        .chain_update([0u8])
+        .chain_update(path.as_bytes())
+        .finalize();
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("\"{hex}\"")
+}
 
 /// The cache.
 #[derive(Debug)]

@@ -64,6 +64,25 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The token list's entry for a token with these claims, minted by `by`.
+    pub fn issued(&self, by: &str) -> crate::model::IssuedToken {
+        let at = |secs: u64| tessera_sdk::time::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), 0);
+        crate::model::IssuedToken {
+            jti: self.jti.clone(),
+            kind: if self.aud == AUD_ADMIN {
+                "admin".to_string()
+            } else {
+                "registration".to_string()
+            },
+            subject: self.sub.clone(),
+            capabilities: self.caps.clone(),
+            namespace: self.ns.clone(),
+            issued: at(self.iat),
+            expires: self.exp.map(at),
+            issued_by: by.to_string(),
+        }
+    }
+
     /// Granted capabilities that are in the catalogue (unknown names grant nothing).
     pub fn capabilities(&self) -> Vec<Capability> {
         self.caps

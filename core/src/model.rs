@@ -64,6 +64,8 @@ pub enum Reason {
     DisabledByAdmin,
     /// An admin enabled the plugin.
     EnabledByAdmin,
+    /// Enabled because nobody disabled it: a plugin starts enabled.
+    EnabledByDefault,
     /// The plugin's compat ranges do not include this core.
     IncompatibleCore,
 }
@@ -215,6 +217,32 @@ impl PluginRecord {
             _ => None,
         }
     }
+}
+
+/// A token the core minted, as the token list shows it: who it is for and what it grants,
+/// never the token itself (the core does not keep it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuedToken {
+    /// Token id (`jti`), what revocation names.
+    pub jti: String,
+    /// `registration` or `admin`.
+    pub kind: String,
+    /// The plugin a registration token registers (`admin` for admin tokens).
+    pub subject: String,
+    /// Capabilities granted (registration tokens).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Namespace the plugin's URLs must live in (cluster mode), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// When it was minted (RFC 3339).
+    pub issued: String,
+    /// When it expires (RFC 3339); `None`: never.
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// Who minted it (`admin:<jti>`, `cli`, `core`).
+    pub issued_by: String,
 }
 
 /// One audited decision.

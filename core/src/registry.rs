@@ -472,8 +472,8 @@ impl Registry {
                 rec.set_condition(
                     condition::ENABLED,
                     true,
-                    Reason::EnabledByAdmin,
-                    "enabled",
+                    Reason::EnabledByDefault,
+                    "enabled (a plugin starts enabled)",
                     &now,
                 );
                 (
@@ -495,9 +495,9 @@ impl Registry {
     fn check_conflicts(&self, b: &Batch, reg: &Registration) -> Result<(), ApiError> {
         let claims = read(&self.claims);
         let mine = contributions(&reg.manifest);
-        let Some((what, id, other)) = mine.iter().find_map(|(kind, id)| {
-            let owner = claims.owner.get(&(*kind, id.clone()))?;
-            (owner != &reg.name).then(|| (*kind, id.clone(), owner.clone()))
+        let Some((what, id, other)) = mine.iter().find_map(|(key, written)| {
+            let owner = claims.owner.get(key)?;
+            (owner != &reg.name).then(|| (key.0, written.clone(), owner.clone()))
         }) else {
             return Ok(());
         };
@@ -627,8 +627,8 @@ impl Registry {
                     rec.set_condition(
                         condition::ENABLED,
                         true,
-                        Reason::EnabledByAdmin,
-                        "enabled",
+                        Reason::EnabledByDefault,
+                        "enabled (a plugin starts enabled)",
                         &now,
                     );
                     let event = audit(&actor, "install", Some(&name), why.clone(), &now);
@@ -724,6 +724,46 @@ impl Registry {
             Ok(())
         })
         .await
+    }
+
+    /// Records a minted token in the token list, with its audit event.
+    pub async fn record_issued(
+        &self,
+        token: crate::model::IssuedToken,
+        actor: &Actor,
+    ) -> Result<(), ApiError> {
+        let actor = actor.clone();
+        self.submit(move |_, b| {
+            let now = now_rfc3339();
+            let event = audit(
+                &actor,
+                "issue-token",
+                None,
+                format!(
+                    "{} token {} issued for {}",
+                    token.kind, token.jti, token.subject
+                ),
+                &now,
+            );
+            b.changes.push(Change::Issue(Box::new(token.clone())));
+            b.audit(vec![event]);
+            Ok(())
+        })
+        .await
+    }
+
+    /// The token list, newest first, each with whether it is revoked.
+    pub async fn tokens(&self) -> Result<Vec<(crate::model::IssuedToken, bool)>, ApiError> {
+        let store = self.store.clone();
+        let list = blocking(move || store.tokens()).await?;
+        let revoked = read(&self.revoked);
+        Ok(list
+            .into_iter()
+            .map(|t| {
+                let r = revoked.contains(&t.jti);
+                (t, r)
+            })
+            .collect())
     }
 
     /// Applies one probe round's outcome and makes the transitions the thresholds call for.
@@ -904,7 +944,9 @@ impl Registry {
         s.clone()
     }
 
-    fn keep_remote_bytes(&self, name: &str, version: &str, bytes: &bytes::Bytes) {
+    /// Keeps a remote entry's bytes for the asset route (the prober's, or fetched on demand
+    /// with the pinned integrity).
+    pub fn keep_remote_bytes(&self, name: &str, version: &str, bytes: &bytes::Bytes) {
         let mut all = write(&self.remote_bytes);
         let versions = all.entry(name.to_string()).or_default();
         match versions.iter_mut().find(|(v, _)| v == version) {
@@ -1285,8 +1327,11 @@ fn failure_of(outcome: &ProbeOutcome) -> Option<(Reason, String)> {
     }
 }
 
-/// Sets the conditions of a freshly accepted registration of `version`.
+/// Sets the conditions of a freshly accepted registration of `version`. What a shell saw of
+/// an earlier registration (`UiLoaded`) no longer applies: it is cleared until a shell loads
+/// this one.
 fn mark_registered(rec: &mut PluginRecord, version: &str, now: &str) {
+    rec.conditions.retain(|c| c.kind != condition::UI_LOADED);
     rec.set_condition(
         condition::REGISTERED,
         true,
@@ -1315,21 +1360,22 @@ pub fn integrity(bytes: &[u8]) -> String {
     format!("sha384-{}", STANDARD.encode(Sha384::digest(bytes)))
 }
 
-/// A manifest's panel ids and route paths (trailing slash ignored), as claim keys.
-fn contributions(manifest: &ManifestJson) -> Vec<(&'static str, String)> {
+/// A manifest's panel ids and route paths as claim keys (a route by its
+/// `tessera_sdk::manifest::route::key`: `/a/:x` and `/a/:y/` claim the same), each with the
+/// value as the manifest writes it.
+fn contributions(manifest: &ManifestJson) -> Vec<((&'static str, String), String)> {
     let c = manifest.fields::<ClaimFields>().ui.contributions;
-    let panels = c.panels.into_iter().filter_map(|p| p.id);
-    let routes = c.routes.into_iter().filter_map(|r| r.path).map(|p| {
-        if p.len() > 1 {
-            p.trim_end_matches('/').to_string()
-        } else {
-            p
-        }
-    });
-    panels
-        .map(|p| ("panel id", p))
-        .chain(routes.map(|r| ("route path", r)))
-        .collect()
+    let panels = c
+        .panels
+        .into_iter()
+        .filter_map(|p| p.id)
+        .map(|p| (("panel id", p.clone()), p));
+    let routes = c
+        .routes
+        .into_iter()
+        .filter_map(|r| r.path)
+        .map(|p| (("route path", tessera_sdk::manifest::route::key(&p)), p));
+    panels.chain(routes).collect()
 }
 
 /// Who holds each panel id and route path.
@@ -1355,9 +1401,12 @@ impl Claims {
         if rec.disabled.is_some() {
             return;
         }
-        let mut keys: Vec<(&'static str, String)> = contributions(&rec.current.manifest);
+        let mut keys: Vec<(&'static str, String)> = contributions(&rec.current.manifest)
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         if let Some(s) = &rec.serving {
-            keys.extend(contributions(&s.manifest));
+            keys.extend(contributions(&s.manifest).into_iter().map(|(key, _)| key));
         }
         keys.sort();
         keys.dedup();
@@ -1617,13 +1666,16 @@ mod tests {
                         records.remove(n);
                     }
                     Change::Audit(e) => self.audit.lock().unwrap().push(e.clone()),
-                    Change::Revoke { .. } => {}
+                    Change::Revoke { .. } | Change::Issue(_) => {}
                 }
             }
             Ok(())
         }
         fn audit(&self, _: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
             Ok(self.audit.lock().unwrap().clone())
+        }
+        fn tokens(&self) -> Result<Vec<crate::model::IssuedToken>, StoreError> {
+            Ok(Vec::new())
         }
         fn ping(&self) -> Result<(), StoreError> {
             Ok(())
@@ -1796,8 +1848,8 @@ mod entry_tests {
         assert_eq!(
             contributions(&with.current.manifest),
             [
-                ("panel id", "a-b.main".to_string()),
-                ("route path", "/a-b".to_string())
+                (("panel id", "a-b.main".to_string()), "a-b.main".to_string()),
+                (("route path", "/a-b".to_string()), "/a-b/".to_string())
             ]
         );
         let without = exposed(json!({"name": "a-b"}));

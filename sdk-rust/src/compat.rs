@@ -13,12 +13,15 @@ use semver::Version;
 use crate::manifest::Compat;
 use crate::range::Range;
 
-/// The version of the plugin API this core offers (what `compat.core` must include).
-pub const CORE_PLUGIN_API: Version = Version::new(1, 0, 0);
+/// The version of the plugin API this core offers (what `compat.core` must include). 2.0.0
+/// made `ui.mode`, `ui.remotePath`, `endpoints.basePath` and the `health` paths required and
+/// route components `Module#Export`; each plugin-facing surface added later bumps the minor.
+pub const CORE_PLUGIN_API: Version = Version::new(2, 0, 0);
 /// The backend SDK protocol this core speaks (what `compat.backend_sdk` must include).
 pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 0, 0);
 /// The frontend SDK version the shell provides (what `compat.frontend_sdk` must include).
-pub const FRONTEND_SDK: Version = Version::new(1, 0, 0);
+/// 1.1.0 added `ctx.params` (parameterised routes) and `Module#Export` components.
+pub const FRONTEND_SDK: Version = Version::new(1, 1, 0);
 
 /// The versions a manifest is judged against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,7 +153,7 @@ mod tests {
     fn compatible_manifest_has_no_misses() {
         assert!(
             check(
-                &compat("^1.0", Some("1.x"), Some(">=1.0.0")),
+                &compat("^2.0", Some("1.x"), Some(">=1.1.0")),
                 &Versions::default()
             )
             .is_empty()
@@ -163,15 +166,21 @@ mod tests {
         assert_eq!(misses.len(), 1);
         assert_eq!(
             misses[0].to_string(),
-            "compat.core \">=2.1 <3.0\" does not include core plugin API 1.0.0"
+            "compat.core \">=2.1 <3.0\" does not include core plugin API 2.0.0"
         );
         assert_eq!(misses[0].field.pointer(), "/compat/core");
+        // A plugin written for the first plugin API (before the required fields) is refused.
+        let old = check(&compat("^1.0", None, None), &Versions::default());
+        assert_eq!(
+            old[0].to_string(),
+            "compat.core \"^1.0\" does not include core plugin API 2.0.0"
+        );
     }
 
     #[test]
     fn every_miss_is_reported() {
         let misses = check(
-            &compat("^2", Some("^3"), Some("~0.9")),
+            &compat("^3", Some("^3"), Some("~0.9")),
             &Versions::default(),
         );
         let fields: Vec<_> = misses.iter().map(|m| m.field).collect();

@@ -11,15 +11,18 @@ fn valid() -> Value {
     json!({
         "name": "reports",
         "version": "2.0.0",
-        "compat": {"core": "^1.0"},
+        "compat": {"core": "^2.0"},
         "capabilities": ["ui:panel", "ui:route"],
         "ui": {
+            "mode": "ModuleFederation",
             "remotePath": "/mf/remoteEntry.js",
             "contributions": {
                 "panels": [{"id": "reports.summary", "title": "Summary"}],
                 "routes": [{"path": "/reports", "component": "ReportsPage"}]
             }
-        }
+        },
+        "endpoints": {"basePath": "/api"},
+        "health": {"livenessPath": "/healthz", "readinessPath": "/readyz"}
     })
 }
 
@@ -147,7 +150,7 @@ fn version_must_be_full_semver_and_a_string() {
 #[test]
 fn yaml_number_version_hint_keeps_the_digits_as_written() {
     let doc = Document::parse(
-        b"name: a\nversion: 1.10\ncompat: {core: '*'}\nui: {}\n",
+        b"name: a\nversion: 1.10\ncompat: {core: '*'}\nui: {mode: ModuleFederation, remotePath: /mf/remoteEntry.js}\nendpoints: {basePath: /api}\nhealth: {livenessPath: /healthz, readinessPath: /readyz}\n",
         Format::Yaml,
     )
     .unwrap();
@@ -184,7 +187,7 @@ fn compat_core_is_required_and_ranges_must_parse() {
     );
     assert_eq!(
         misses[0].message,
-        "compat.core \">=2.1 <3.0\" does not include core plugin API 1.0.0"
+        "compat.core \">=2.1 <3.0\" does not include core plugin API 2.0.0"
     );
 }
 
@@ -301,6 +304,113 @@ fn route_paths_start_with_a_slash_and_are_unique() {
         msg.contains("already declared at /ui/contributions/routes/0/path"),
         "{msg}"
     );
+}
+
+#[test]
+fn routes_differing_only_in_parameter_names_are_the_same_route() {
+    let mut doc = valid();
+    doc["ui"]["contributions"]["routes"] = json!([
+        {"path": "/inventory/items/:sku", "component": "Routes#Item"},
+        {"path": "/inventory/items/:id", "component": "Routes#Other"},
+        {"path": "/inventory/items/:sku/history", "component": "History"},
+        {"path": "/docs/*", "component": "Docs"}
+    ]);
+    let (path, msg) = only(problems(&doc));
+    assert_eq!(path, "/ui/contributions/routes/1/path");
+    assert_eq!(
+        msg,
+        "route path \"/inventory/items/:id\" is the same route as \"/inventory/items/:sku\" at /ui/contributions/routes/0/path (parameter names do not tell routes apart)"
+    );
+}
+
+#[test]
+fn route_parameters_need_names_and_the_catch_all_comes_last() {
+    for (bad, says) in [
+        ("/items/:", "needs a name"),
+        ("/a/:x/:x", "appears twice"),
+        ("/docs/*/more", "can only be the last segment"),
+    ] {
+        let (path, msg) = only(problems_with("/ui/contributions/routes/0/path", json!(bad)));
+        assert_eq!(path, "/ui/contributions/routes/0/path");
+        assert!(msg.contains(says), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn components_are_module_hash_export_or_a_bare_export() {
+    for ok in [
+        "Routes#AnalyticsPage",
+        "AnalyticsPage",
+        "Reports#MonthlyPage",
+        "./Routes#Page",
+        "pages/admin#Settings",
+    ] {
+        assert!(
+            problems_with("/ui/contributions/routes/0/component", json!(ok)).is_empty(),
+            "{ok}"
+        );
+    }
+    for bad in [
+        "Routes#",
+        "#Page",
+        "Routes#Page#X",
+        "Routes#my-page",
+        "9Page",
+        "",
+    ] {
+        let (path, _) = only(problems_with(
+            "/ui/contributions/routes/0/component",
+            json!(bad),
+        ));
+        assert_eq!(path, "/ui/contributions/routes/0/component", "{bad}");
+    }
+}
+
+#[test]
+fn the_architecture_required_fields_are_required() {
+    for (pointer, field) in [
+        ("/ui", "mode"),
+        ("/ui", "remotePath"),
+        ("", "endpoints"),
+        ("", "health"),
+        ("/endpoints", "basePath"),
+        ("/health", "livenessPath"),
+        ("/health", "readinessPath"),
+    ] {
+        let mut doc = valid();
+        let parent = if pointer.is_empty() {
+            &mut doc
+        } else {
+            doc.pointer_mut(pointer).unwrap()
+        };
+        parent.as_object_mut().unwrap().remove(field);
+        let (path, msg) = only(problems(&doc));
+        assert_eq!(path, format!("{pointer}/{field}"));
+        assert!(
+            msg.starts_with(&format!("required property \"{field}\" is missing")),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn declared_contributions_request_their_capabilities() {
+    let mut doc = valid();
+    doc["capabilities"] = json!(["events:publish"]);
+    let m = manifest::validate(&doc).into_result().unwrap();
+    assert_eq!(
+        m.requested_capabilities(),
+        [
+            Capability::EventsPublish,
+            Capability::UiPanel,
+            Capability::UiRoute
+        ]
+    );
+    // Normalization keeps the list as written (sorted); the requested set is derived.
+    assert_eq!(m.capabilities, [Capability::EventsPublish]);
+    doc["ui"]["contributions"] = json!({});
+    let m = manifest::validate(&doc).into_result().unwrap();
+    assert_eq!(m.requested_capabilities(), [Capability::EventsPublish]);
 }
 
 #[test]
@@ -455,21 +565,15 @@ fn values_are_checked_against_config_schema() {
 }
 
 #[test]
-fn warnings_flag_contributions_without_their_capability() {
+fn warnings_flag_declarations_whose_capability_is_not_requested() {
     let mut doc = valid();
     doc["capabilities"] = json!([]);
     doc["secrets"] = json!(["TOKEN"]);
     let report = manifest::validate(&doc);
     assert!(report.problems.is_empty());
     let paths: Vec<&str> = report.warnings.iter().map(|w| w.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "/secrets",
-            "/ui/contributions/panels",
-            "/ui/contributions/routes"
-        ]
-    );
+    // Panels and routes request their capabilities by being declared: no warning for them.
+    assert_eq!(paths, ["/secrets"]);
 }
 
 #[test]
@@ -484,9 +588,12 @@ fn every_problem_is_reported_not_the_first() {
         [
             "/capabilities/0",
             "/compat/core",
+            "/endpoints",
+            "/health",
             "/name",
             "/surprise",
             "/ui/mode",
+            "/ui/remotePath",
             "/version"
         ]
     );

@@ -18,12 +18,14 @@ pub fn http() -> reqwest::Client {
 /// A normalized manifest for `name` with one panel and one route.
 pub fn manifest(name: &str, version: &str) -> Value {
     json!({
-        "name": name, "version": version, "compat": {"core": "^1.0"},
+        "name": name, "version": version, "compat": {"core": "^2.0"},
         "capabilities": ["ui:panel", "ui:route"],
-        "ui": {"contributions": {
+        "ui": {"mode": "ModuleFederation", "remotePath": "/mf/remoteEntry.js", "contributions": {
             "panels": [{"id": format!("{name}.main"), "title": format!("{name} panel")}],
-            "routes": [{"path": format!("/{name}"), "component": "Page"}]
-        }}
+            "routes": [{"path": format!("/{name}"), "component": "Routes#Page"}]
+        }},
+        "endpoints": {"basePath": "/api"},
+        "health": {"livenessPath": "/healthz", "readinessPath": "/readyz"}
     })
 }
 

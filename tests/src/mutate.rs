@@ -213,7 +213,7 @@ pub fn valid_manifest() -> Value {
     json!({
         "name": "analytics",
         "version": "1.4.0",
-        "compat": {"core": ">=1.0 <2.0", "backend_sdk": "^1.0", "frontend_sdk": "~1.0"},
+        "compat": {"core": ">=2.0 <3.0", "backend_sdk": "^1.0", "frontend_sdk": "~1.1"},
         "capabilities": ["ui:panel", "ui:route", "http:outbound", "secrets:read"],
         "ui": {
             "mode": "ModuleFederation",

@@ -29,7 +29,7 @@ fn valid_examples_pass() {
         assert_eq!(run.code, Some(0), "{file}: {run:?}");
         assert!(run.stdout.contains("valid plugin manifest"), "{run:?}");
         assert!(
-            run.stdout.contains("compatible with core plugin API 1.0.0"),
+            run.stdout.contains("compatible with core plugin API 2.0.0"),
             "{run:?}"
         );
         assert!(
@@ -131,12 +131,12 @@ fn json_output_when_valid_is_the_normalized_manifest() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(caps, sorted, "capabilities sorted and de-duplicated");
-    assert_eq!(m["compat"]["core"], ">=1.0 <2.0");
+    assert_eq!(m["compat"]["core"], ">=2.0 <3.0");
 
     // Defaults are filled in.
     let run = tessera_with_stdin(
         &["plugin", "validate", "--json", "-"],
-        Some(b"name: tiny\nversion: \"0.0.1\"\ncompat: {core: \"*\"}\nui: {}\ncapabilities: [ui:route, ui:panel, ui:route]\n"),
+        Some(b"name: tiny\nversion: \"0.0.1\"\ncompat: {core: \"*\"}\nui: {mode: ModuleFederation, remotePath: /ui/entry.js}\nendpoints: {basePath: /api}\nhealth: {livenessPath: /healthz, readinessPath: /readyz}\ncapabilities: [ui:route, ui:panel, ui:route]\n"),
     );
     assert_eq!(run.code, Some(0), "{run:?}");
     let m: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -145,7 +145,7 @@ fn json_output_when_valid_is_the_normalized_manifest() {
         serde_json::json!(["ui:panel", "ui:route"])
     );
     assert_eq!(m["ui"]["mode"], "ModuleFederation");
-    assert_eq!(m["ui"]["remotePath"], "/mf/remoteEntry.js");
+    assert_eq!(m["ui"]["remotePath"], "/ui/entry.js");
     assert_eq!(
         m["ui"]["contributions"],
         serde_json::json!({"panels": [], "routes": []})
@@ -328,6 +328,36 @@ fn json_manifests_are_read_as_json() {
     fs::remove_dir_all(&dir).ok();
 }
 
+/// The architecture's own example manifest (`Routes#AnalyticsPage`, every required field) is
+/// accepted but for its compat ranges, which name versions later surfaces bring; each range is
+/// refused with the field, the range and the version, and the token it needs is named.
+#[test]
+fn the_architecture_example_is_refused_only_for_its_compat_ranges() {
+    let run = tessera(&["plugin", "validate", "schemas/examples/architecture.yaml"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert_eq!(
+        run.stdout.trim(),
+        "/compat/backend_sdk: compat.backend_sdk \">=1.4 <2.0\" does not include backend SDK protocol 1.0.0\n\
+         /compat/core: compat.core \">=2.1 <3.0\" does not include core plugin API 2.0.0\n\
+         /compat/frontend_sdk: compat.frontend_sdk \">=1.2 <2.0\" does not include frontend SDK 1.1.0"
+    );
+    assert!(
+        run.stderr.contains(
+            "note: a registration token for analytics must grant: events:subscribe, http:outbound, ui:panel, ui:route"
+        ),
+        "{run:?}"
+    );
+    // With the versions its ranges name, nothing else is wrong with it.
+    let mut doc =
+        fs::read_to_string(repo_root().join("schemas/examples/architecture.yaml")).unwrap();
+    doc = doc
+        .replace("\">=2.1 <3.0\"", "\"^2.0\"")
+        .replace("\">=1.4 <2.0\"", "\"^1.0\"")
+        .replace("\">=1.2 <2.0\"", "\"^1.1\"");
+    let run = tessera_with_stdin(&["plugin", "validate", "-"], Some(doc.as_bytes()));
+    assert_eq!(run.code, Some(0), "{run:?}");
+}
+
 #[test]
 fn core_version_flag_changes_the_verdict() {
     let file = "schemas/examples/invalid/05-incompatible-core.yaml";
@@ -342,12 +372,12 @@ fn core_version_flag_changes_the_verdict() {
         "validate",
         "plugin-template/plugin.yaml",
         "--core-version",
-        "2.0.0",
+        "3.0.0",
     ]);
     assert_eq!(run.code, Some(1), "{run:?}");
     assert_eq!(
         run.stdout.trim(),
-        "/compat/core: compat.core \"^1.0\" does not include core plugin API 2.0.0"
+        "/compat/core: compat.core \"^2.0\" does not include core plugin API 3.0.0"
     );
     let run = tessera(&["plugin", "validate", file, "--core-version", "two"]);
     assert_eq!(run.code, Some(2), "{run:?}");

@@ -73,15 +73,22 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
         Err(e) => return fail(format!("signing key: {e}")),
     };
     let minted = keys
-        .issue_registration(&manifest.name, &manifest.capabilities, None, None)
-        .and_then(|(plugin, _)| {
-            keys.issue_admin(12 * 3600)
-                .map(|(admin, _)| (plugin, admin))
-        });
-    let (plugin_token, admin_token) = match minted {
+        .issue_registration(
+            &manifest.name,
+            &manifest.requested_capabilities(),
+            None,
+            None,
+        )
+        .and_then(|plugin| keys.issue_admin(12 * 3600).map(|admin| (plugin, admin)));
+    let ((plugin_token, plugin_claims), (admin_token, admin_claims)) = match minted {
         Ok(t) => t,
         Err(e) => return fail(format!("minting tokens: {e}")),
     };
+    for claims in [&plugin_claims, &admin_claims] {
+        if let Err(e) = super::token::record_offline(&a.data_dir, claims, "cli:dev") {
+            return fail(format!("recording the dev tokens: {e}"));
+        }
+    }
 
     let core_log = a.data_dir.join("core.log");
     let plugin_log = a.data_dir.join(format!("{}.log", manifest.name));
@@ -313,6 +320,10 @@ async fn wait_for(http: &reqwest::Client, url: &str, limit: Duration) -> bool {
     false
 }
 
+/// How long the plugin must have run before it counts as started: a service that cannot bind
+/// its port exits well within this.
+const CHILD_GRACE: Duration = Duration::from_secs(1);
+
 async fn wait_ready(
     http: &reqwest::Client,
     base: &str,
@@ -326,7 +337,7 @@ async fn wait_ready(
     let mut last = String::new();
     while start.elapsed() < limit {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("the plugin exited ({status})"));
+            return Err(format!("the plugin exited at start ({status})"));
         }
         if let Ok(r) = http
             .get(format!("{base}/api/plugins/{name}"))
@@ -335,8 +346,19 @@ async fn wait_ready(
             .await
             && let Ok(v) = r.json::<serde_json::Value>().await
         {
-            if v["state"] == "Ready" {
-                return Ok(());
+            // A record left Ready by an earlier run says nothing about this one: Ready counts
+            // only once this core has probed the plugin successfully (probe figures live in
+            // memory), and only while the child started here is alive, past the moment a
+            // failed start (a port already taken) would have ended it.
+            if v["state"] == "Ready"
+                && !v["probe"]["lastSuccess"].is_null()
+                && start.elapsed() >= CHILD_GRACE
+            {
+                return match child.try_wait() {
+                    Ok(None) => Ok(()),
+                    Ok(Some(status)) => Err(format!("the plugin exited at start ({status})")),
+                    Err(e) => Err(format!("the plugin's state is unknown: {e}")),
+                };
             }
             last = v["conditions"]
                 .as_array()

@@ -5,6 +5,7 @@ mod check;
 mod dev;
 mod plugin;
 mod server;
+mod token;
 
 use std::process::ExitCode;
 
@@ -24,9 +25,9 @@ enum Command {
     Serve(server::ServeArgs),
     /// Run the core and the template plugin together, registered and Ready (development).
     Dev(dev::DevArgs),
-    /// Mint registration and admin tokens, offline, with the data dir's signing key.
+    /// Mint tokens offline with the data dir's signing key; list, revoke and rotate them.
     #[command(subcommand)]
-    Token(server::TokenCommand),
+    Token(token::TokenCommand),
     /// Work with plugin manifests and plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -40,8 +41,17 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => server::serve(args),
         Command::Dev(args) => dev::dev(args),
-        Command::Token(cmd) => server::token(cmd),
+        Command::Token(cmd) => token::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Health(args) => server::health(args),
     }
+}
+
+/// A small runtime for the commands that call a core or the Kubernetes API.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }

@@ -141,14 +141,34 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     for w in &warnings {
         eprintln!("warning: {}", w.line());
     }
+    // What the admin must grant: the listed capabilities and the ones declarations request.
+    let grant = report.manifest.as_ref().map(|m| {
+        let caps: Vec<&str> = m
+            .requested_capabilities()
+            .into_iter()
+            .map(|c| c.name())
+            .collect();
+        if caps.is_empty() {
+            format!("a registration token for {} needs no capability", m.name)
+        } else {
+            format!(
+                "a registration token for {} must grant: {}",
+                m.name,
+                caps.join(", ")
+            )
+        }
+    });
 
     let mut out = io::stdout().lock();
     let written = match (&report.manifest, findings.is_empty(), args.json) {
         (Some(m), true, true) => writeln!(out, "{}", pretty(&m.to_json())),
         (Some(m), true, false) => writeln!(
             out,
-            "{shown}: valid plugin manifest for {} {} (compatible with core plugin API {})",
-            m.name, m.version, versions.core
+            "{shown}: valid plugin manifest for {} {} (compatible with core plugin API {})\n{}",
+            m.name,
+            m.version,
+            versions.core,
+            grant.as_deref().unwrap_or_default()
         ),
         (_, _, true) => writeln!(
             out,
@@ -166,6 +186,9 @@ fn validate(args: &ValidateArgs) -> ExitCode {
     if findings.is_empty() {
         ExitCode::SUCCESS
     } else {
+        if let (Some(g), false) = (&grant, args.json) {
+            eprintln!("note: {g}");
+        }
         eprintln!(
             "{shown}: invalid, {} problem{}",
             findings.len(),

@@ -62,6 +62,15 @@ pub fn plugin_of(blocked: &str) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
+/// The origin (`scheme://host[:port]`) of an absolute URL.
+pub fn origin(url: &str) -> Option<&str> {
+    let i = url.find("://")?;
+    let end = url[i + 3..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |j| i + 3 + j);
+    (end > i + 3).then(|| &url[..end])
+}
+
 /// 204, for report endpoints.
 pub fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()

@@ -30,7 +30,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use super::{AuditQuery, Change, Loaded, Store, StoreError};
-use crate::model::{AuditEvent, PluginRecord};
+use crate::model::{AuditEvent, IssuedToken, PluginRecord};
 use crate::registry::Registry;
 
 /// Label every object Tessera manages carries.
@@ -41,6 +41,9 @@ pub const PLUGIN_LABEL: &str = "tessera.dev/plugin";
 pub const RECORD_KEY: &str = "record.json";
 /// ConfigMap of revoked token ids.
 pub const REVOKED: &str = "tessera-revoked-tokens";
+/// ConfigMap holding the token list: one data key per minted token id (a JSON record, never
+/// the token).
+pub const ISSUED: &str = "tessera-issued-tokens";
 /// Secret holding the signing key.
 pub const SIGNING_SECRET: &str = "tessera-signing-key";
 /// Key of the PEM in the signing Secret.
@@ -306,45 +309,60 @@ impl KubeStore {
 
     /// Adds a token id to the revoked set (a set union: retried on conflict until it lands).
     fn revoke(&self, jti: &str, at: &str) -> Result<(), StoreError> {
+        self.add_to_list(REVOKED, jti, at, "revoking a token")
+    }
+
+    fn issue(&self, token: &IssuedToken) -> Result<(), StoreError> {
+        let json = serde_json::to_string(token)
+            .map_err(|e| StoreError::Failed(format!("recording a token: {e}")))?;
+        self.add_to_list(ISSUED, &token.jti, &json, "recording a token")
+    }
+
+    /// Adds `key` to a list kept as one ConfigMap's data (created when missing), unless it is
+    /// there already; a concurrent change of the list is read again and retried.
+    fn add_to_list(
+        &self,
+        list: &str,
+        key: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<(), StoreError> {
         let api = self.configmaps();
         for _ in 0..16 {
             let current = self
-                .block("reading revoked tokens", api.get_opt(REVOKED))?
-                .map_err(|e| failed(REVOKED, e))?;
+                .block(what, api.get_opt(list))?
+                .map_err(|e| failed(list, e))?;
             let res = match current {
                 Some(mut cm) => {
                     let data = cm.data.get_or_insert_with(BTreeMap::new);
-                    if data.contains_key(jti) {
+                    if data.contains_key(key) {
                         return Ok(());
                     }
-                    data.insert(jti.to_string(), at.to_string());
-                    self.block(
-                        "revoking a token",
-                        api.replace(REVOKED, &PostParams::default(), &cm),
-                    )?
+                    data.insert(key.to_string(), value.to_string());
+                    self.block(what, api.replace(list, &PostParams::default(), &cm))?
                 }
                 None => {
                     let cm = ConfigMap {
                         metadata: ObjectMeta {
-                            name: Some(REVOKED.to_string()),
+                            name: Some(list.to_string()),
                             labels: Some(managed()),
                             ..Default::default()
                         },
-                        data: Some(BTreeMap::from([(jti.to_string(), at.to_string())])),
+                        data: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
                         ..Default::default()
                     };
-                    self.block("revoking a token", api.create(&PostParams::default(), &cm))?
+                    self.block(what, api.create(&PostParams::default(), &cm))?
                 }
             };
             match res {
                 Ok(_) => return Ok(()),
                 Err(e) if api_status(&e) == Some(409) => continue,
-                Err(e) => return Err(failed(REVOKED, e)),
+                Err(e) => return Err(failed(list, e)),
             }
         }
-        Err(StoreError::Failed(
-            "revoking a token: too many concurrent changes to the revoked-token list".into(),
-        ))
+        Err(StoreError::Failed(format!(
+            "{what}: too many concurrent changes to ConfigMap {list}"
+        )))
     }
 
     /// Writes an audit event as a Kubernetes Event regarding the plugin's ConfigMap. The
@@ -877,6 +895,7 @@ impl Store for KubeStore {
                 Change::Put(rec) => self.put(rec)?,
                 Change::Delete(name) => self.delete(name)?,
                 Change::Revoke { jti, at } => self.revoke(jti, at)?,
+                Change::Issue(t) => self.issue(t)?,
                 Change::Audit(e) => audit.push(e),
             }
         }
@@ -888,6 +907,20 @@ impl Store for KubeStore {
 
     fn max_batch(&self) -> usize {
         1
+    }
+
+    fn tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
+        let cm = self
+            .block("reading the token list", self.configmaps().get_opt(ISSUED))?
+            .map_err(|e| failed(ISSUED, e))?;
+        let mut out: Vec<IssuedToken> = cm
+            .and_then(|cm| cm.data)
+            .unwrap_or_default()
+            .values()
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect();
+        out.sort_by(|a, b| b.issued.cmp(&a.issued).then_with(|| a.jti.cmp(&b.jti)));
+        Ok(out)
     }
 
     fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

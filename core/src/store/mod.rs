@@ -8,7 +8,7 @@
 pub mod kube;
 pub mod sqlite;
 
-use crate::model::{AuditEvent, PluginRecord};
+use crate::model::{AuditEvent, IssuedToken, PluginRecord};
 
 /// What a store failed at.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +63,8 @@ pub enum Change {
     },
     /// Appends an audit event.
     Audit(AuditEvent),
+    /// Records a minted token in the token list (idempotent by `jti`).
+    Issue(Box<IssuedToken>),
 }
 
 /// A place the core keeps its state.
@@ -79,6 +81,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Reads audit events, newest first.
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Reads the token list, newest first.
+    fn tokens(&self) -> Result<Vec<IssuedToken>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
 }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{AuditQuery, Change, Loaded, Store, StoreError};
-use crate::model::{AuditEvent, PluginRecord, now_rfc3339};
+use crate::model::{AuditEvent, IssuedToken, PluginRecord, now_rfc3339};
 
 /// Migrations, applied in order; the index + 1 is the schema version. Never edit one that has
 /// shipped: add a new one.
@@ -34,6 +34,12 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE revoked_tokens (
         jti TEXT PRIMARY KEY NOT NULL,
         revoked_at TEXT NOT NULL
+     );",
+    // 2: the token list (what was minted, never the token).
+    "CREATE TABLE issued_tokens (
+        jti TEXT PRIMARY KEY NOT NULL,
+        issued TEXT NOT NULL,
+        record TEXT NOT NULL
      );",
 ];
 
@@ -186,6 +192,7 @@ impl Store for SqliteStore {
         for c in changes {
             rows.push(match c {
                 Change::Put(r) => Some(serde_json::to_string(r).map_err(err)?),
+                Change::Issue(t) => Some(serde_json::to_string(t).map_err(err)?),
                 _ => None,
             });
         }
@@ -214,10 +221,38 @@ impl Store for SqliteStore {
                     .map_err(err)?;
                 }
                 (Change::Audit(e), _) => insert_audit(&tx, std::slice::from_ref(e))?,
-                (Change::Put(_), None) => return Err(err("record not serialized")),
+                (Change::Issue(t), Some(json)) => {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO issued_tokens (jti, issued, record) VALUES (?1, ?2, ?3)",
+                    )
+                    .and_then(|mut st| st.execute(params![t.jti, t.issued, json]))
+                    .map_err(err)?;
+                }
+                (Change::Put(_) | Change::Issue(_), None) => {
+                    return Err(err("record not serialized"));
+                }
             }
         }
         tx.commit().map_err(err)
+    }
+
+    fn tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT jti, record FROM issued_tokens ORDER BY issued DESC, jti")
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (jti, json) = row.map_err(err)?;
+            out.push(
+                serde_json::from_str(&json)
+                    .map_err(|e| err(format!("token {jti:?} cannot be read: {e}")))?,
+            );
+        }
+        Ok(out)
     }
 
     fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {

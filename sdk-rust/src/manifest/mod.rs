@@ -13,6 +13,7 @@
 //! meta-schema). Compatibility with a given core is judged separately by [`crate::compat`],
 //! because the core answers it with its own status (422) after validation (400).
 
+pub mod route;
 mod source;
 mod validate;
 
@@ -181,7 +182,8 @@ pub struct Panel {
 pub struct Route {
     /// Client-side path, starting with `/`, unique across plugins.
     pub path: String,
-    /// Component exported by the remote's `./Routes` module.
+    /// What renders the page: `Module#Export`, or a bare export of `./Routes`
+    /// ([`route::component`] splits it).
     pub component: String,
 }
 
@@ -269,6 +271,22 @@ impl Manifest {
     /// replaced by `_`.
     pub fn scope(&self) -> String {
         format!("plugin_{}", self.name.replace('-', "_"))
+    }
+
+    /// Every capability the manifest requests: the ones `capabilities` lists, plus the ones its
+    /// declarations request by being there (panels `ui:panel`, routes `ui:route`), sorted and
+    /// without duplicates. A registration token must grant all of them.
+    pub fn requested_capabilities(&self) -> Vec<Capability> {
+        let mut all = self.capabilities.clone();
+        if !self.ui.contributions.panels.is_empty() {
+            all.push(Capability::UiPanel);
+        }
+        if !self.ui.contributions.routes.is_empty() {
+            all.push(Capability::UiRoute);
+        }
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 
     /// The normalized JSON form.

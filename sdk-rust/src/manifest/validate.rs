@@ -454,22 +454,29 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     }
 
     let routes = items(doc, "/ui/contributions/routes");
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut seen: HashMap<String, (usize, &str)> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
         let Some(path) = route.get("path").and_then(Value::as_str) else {
             continue;
         };
-        let key = if path.len() > 1 {
-            path.trim_end_matches('/')
-        } else {
-            path
-        };
-        if let Some(first) = seen.insert(key, i) {
-            problems.push(Problem::new(
-                format!("/ui/contributions/routes/{i}/path"),
+        let at = format!("/ui/contributions/routes/{i}/path");
+        if let Err(why) = super::route::check(path) {
+            problems.push(Problem::new(&at, why));
+            continue;
+        }
+        let key = super::route::key(path);
+        match seen.get(&key) {
+            Some((first, _)) if !path.contains(':') => problems.push(Problem::new(
+                &at,
                 format!("route path \"{path}\" is already declared at /ui/contributions/routes/{first}/path"),
-            ));
-            seen.insert(key, first);
+            )),
+            Some((first, first_path)) => problems.push(Problem::new(
+                &at,
+                format!("route path \"{path}\" is the same route as \"{first_path}\" at /ui/contributions/routes/{first}/path (parameter names do not tell routes apart)"),
+            )),
+            None => {
+                seen.insert(key, (i, path));
+            }
         }
     }
 
@@ -497,19 +504,10 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
+    // Panels and routes request ui:panel and ui:route by being declared (see
+    // `Manifest::requested_capabilities`); these two are used through the SDK, so a manifest
+    // that declares them without the capability most likely forgot it.
     let needs = [
-        (
-            !panels.is_empty(),
-            "/ui/contributions/panels",
-            Capability::UiPanel,
-            "panels are declared",
-        ),
-        (
-            !routes.is_empty(),
-            "/ui/contributions/routes",
-            Capability::UiRoute,
-            "routes are declared",
-        ),
         (
             !egress.is_empty(),
             "/permissions/network/egressAllow",
@@ -527,7 +525,7 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
         if declared && !caps.contains(&cap.name()) {
             warnings.push(Problem::new(
                 path,
-                format!("{what} but capability \"{cap}\" is not requested; add it to capabilities so the core grants the surface"),
+                format!("{what} but capability \"{cap}\" is not requested; add it to capabilities (and to the plugin's registration token) or the core refuses the calls that need it"),
             ));
         }
     }
