@@ -133,6 +133,11 @@ impl TestPlugin {
         *self.shared.remote.lock().expect("lock") = bytes.to_vec();
     }
 
+    /// Replaces the bytes of `/mf/chunk.js`.
+    pub fn set_chunk(&self, bytes: &[u8]) {
+        *self.shared.chunk.lock().expect("lock") = bytes.to_vec();
+    }
+
     /// The remote entry's bytes.
     pub fn remote(&self) -> Vec<u8> {
         self.shared.remote.lock().expect("lock").clone()

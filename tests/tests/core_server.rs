@@ -156,13 +156,19 @@ async fn registered_plugin_becomes_ready_and_is_listed_with_integrity() {
         "text/javascript; charset=utf-8"
     );
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert!(
-        res.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .contains("immutable")
-    );
+    // Revalidated on every use (a rebuilt UI keeps its URLs), with a strong ETag: 304 after.
+    assert_eq!(res.headers()["cache-control"], "no-cache");
+    let etag = res.headers()["etag"].to_str().unwrap().to_string();
+    assert!(etag.starts_with('"') && etag.len() > 10, "{etag}");
     assert_eq!(res.bytes().await.unwrap().to_vec(), p.remote());
+    let res = http()
+        .get(format!("{}/plugins/hello/1.0.0/remoteEntry.js", core.url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    assert!(res.bytes().await.unwrap().is_empty());
     // Other files come from the remote's directory; traversal is refused.
     let res = http()
         .get(format!("{}/plugins/hello/1.0.0/chunk.js", core.url))
@@ -568,7 +574,7 @@ async fn registration_checks_run_in_order_with_their_own_codes() {
     );
     assert_eq!(
         body["error"]["message"],
-        "compat.core \">=2.1 <3.0\" does not include core plugin API 1.0.0"
+        "compat.core \">=2.1 <3.0\" does not include core plugin API 2.0.0"
     );
     // 400 URL policy: SSRF targets
     for (url, rule) in [

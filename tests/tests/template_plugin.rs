@@ -254,11 +254,13 @@ fn plugin_started_before_the_core_registers_when_it_comes_up() {
             "hello",
             "--capabilities",
             "ui:panel,ui:route",
+            "--init",
             "--data-dir",
         ])
         .arg(&dir)
         .output()
         .unwrap();
+    assert!(out.status.success(), "{out:?}");
     let t = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let p = Plugin::start(Some(&core_url), Some(&t), free_port(), &[]);
     std::thread::sleep(Duration::from_millis(800));

@@ -365,7 +365,9 @@ pub(crate) fn record_offline(
 fn finish(done: Result<String, String>) -> ExitCode {
     match done {
         Ok(out) => {
-            println!("{out}");
+            use std::io::Write;
+            // A closed stdout (`| head`) is the reader's choice, not a failure.
+            let _ = writeln!(std::io::stdout().lock(), "{out}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -424,7 +426,7 @@ fn list(api: &ApiArgs) -> Result<String, String> {
     }
     let rows: Vec<&Value> = v.as_array().map(|a| a.iter().collect()).unwrap_or_default();
     let mut out = format!(
-        "{:<24} {:<12} {:<20} {:<20} {:<20} {:<7} {}",
+        "{:<32} {:<12} {:<20} {:<20} {:<20} {:<7} {}",
         "JTI", "KIND", "SUBJECT", "ISSUED", "EXPIRES", "REVOKED", "CAPABILITIES"
     );
     for t in rows {
@@ -433,7 +435,7 @@ fn list(api: &ApiArgs) -> Result<String, String> {
             .map(|c| c.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         out.push_str(&format!(
-            "\n{:<24} {:<12} {:<20} {:<20} {:<20} {:<7} {}",
+            "\n{:<32} {:<12} {:<20} {:<20} {:<20} {:<7} {}",
             t["jti"].as_str().unwrap_or(""),
             t["kind"].as_str().unwrap_or(""),
             t["subject"].as_str().unwrap_or(""),

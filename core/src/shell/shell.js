@@ -2,7 +2,21 @@
 // mounts its panels and pages, and follows the list live (Server-Sent Events). Each remote is
 // loaded with a script tag carrying its sha384 integrity, so tampered bytes never run; each
 // contribution is isolated, so one that fails shows an error card and the rest keep working,
-// and the failure is reported to the core (the UiLoaded condition).
+// and the outcome is reported to the core (the UiLoaded condition).
+//
+// Loading a remote is one attempt: the entry script (with its integrity), `container.init`,
+// and `container.get` of every exposed module its contributions name (`./Panel`, and the
+// `Module` of each route's `Module#Export`). An attempt that fails shows an error card and is
+// retried with backoff (about 1 s, doubling, at most 30 s, with jitter), and at once whenever
+// the event stream reconnects or the list arrives again; each attempt starts from a fresh
+// script element. When one succeeds, the card gives way to the plugin's panels and routes,
+// without a reload. A failure is reported once per streak of failed attempts, a success once.
+// A contribution whose own `mount` throws is not a load failure: its card stays, no retry.
+//
+// Routes: `path` may hold `:name` segments and a final catch-all `*`; the location's hash path
+// is matched against every route (static segments beat parameters, parameters beat the
+// catch-all, segment by segment; a trailing slash and a `?query` ignored), and the decoded
+// values reach the component as `ctx.params`. Only routes without parameters get a nav link.
 
 const panelsEl = document.getElementById('panels');
 const routesEl = document.getElementById('routes');
@@ -10,10 +24,28 @@ const pageEl = document.getElementById('page');
 const emptyEl = document.getElementById('empty');
 const statusEl = document.getElementById('status');
 
-/** name -> { remote, container, panels: [{id, el, unmount}], routes: [{path, component}] } */
+const RETRY_FIRST_MS = 1000;
+const RETRY_MAX_MS = 30000;
+/** An attempt that has not settled by then counts as failed. */
+const ATTEMPT_TIMEOUT_MS = 30000;
+const EXPORT_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+const MODULE_NAME = /^[A-Za-z0-9_$./-]+$/;
+
+/**
+ * name -> {
+ *   remote,                      the list's entry for the plugin
+ *   state: 'loading' | 'ready' | 'failed',
+ *   modules: Map(exposed module name -> module), once ready
+ *   panels: [{ id, el, unmount }], routes: [{ path, component, parts, ref }], once ready
+ *   errorEl,                     the load error card, while failing
+ *   attempt, failures, timer, loading, startedAt, retrySoon,
+ *   failureReported, okReported  one report per failure streak, one success
+ * }
+ */
 const mounted = new Map();
 const subscribers = new Map(); // topic -> Set(handler)
-let pageUnmount = null;
+/** The page on show: { entry, route, path, unmount }. */
+let page = null;
 
 function publish(topic, payload) {
   for (const h of subscribers.get(topic) ?? []) {
@@ -21,10 +53,11 @@ function publish(topic, payload) {
   }
 }
 
-function contextFor(remote) {
+function contextFor(remote, params = []) {
   return {
     tenantId: 'default',
     plugin: { name: remote.name, version: remote.version },
+    params: Object.freeze(Object.fromEntries(params)),
     sdk: {
       ui: {
         registerPanel(panel) { console.info('registerPanel', remote.name, panel?.id); },
@@ -51,6 +84,8 @@ async function report(remote, ok, stage, error) {
   } catch (e) { console.error('report failed', e); }
 }
 
+// === Cards ===
+
 function card(remote, title) {
   const el = document.createElement('article');
   el.className = 'panel';
@@ -74,8 +109,156 @@ function errorCard(remote, stage, error) {
   return el;
 }
 
-/** Loads the remote entry with SRI; resolves to the container. */
+// === Routes ===
+
+/** `Module#Export` (a leading `./` tolerated) or a bare `Export` (= `Routes#Export`). */
+function componentRef(component) {
+  const s = String(component ?? '');
+  const i = s.indexOf('#');
+  const module = (i < 0 ? 'Routes' : s.slice(0, i)).replace(/^\.\//, '');
+  const exportName = i < 0 ? s : s.slice(i + 1);
+  if (!MODULE_NAME.test(module) || !EXPORT_NAME.test(exportName)) return null;
+  return { module: `./${module}`, exportName };
+}
+
+/** A path's segments: no leading slash, one trailing slash ignored; `/` has none. */
+function segments(path) {
+  let s = path.startsWith('/') ? path.slice(1) : path;
+  if (s.endsWith('/')) s = s.slice(0, -1);
+  return s === '' ? [] : s.split('/');
+}
+
+const STATIC = 0;
+const PARAM = 1;
+const CATCH_ALL = 2;
+
+/** A route path as parts: static text, `:name`, or a final `*`. */
+function compileRoute(path) {
+  const segs = segments(String(path ?? ''));
+  return segs.map((s, i) => {
+    if (s === '*' && i === segs.length - 1) return { kind: CATCH_ALL, name: '*' };
+    if (s.startsWith(':') && s.length > 1) return { kind: PARAM, name: s.slice(1) };
+    return { kind: STATIC, text: s };
+  });
+}
+
+function decode(s) {
+  try { return decodeURIComponent(s); } catch { return null; }
+}
+
+/** Matches path segments against a route's parts: `{ params: [[name, value]], rank }` or null. */
+function matchRoute(parts, segs) {
+  const params = [];
+  const rank = [];
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i];
+    if (p.kind === CATCH_ALL) {
+      const rest = decode(segs.slice(i).join('/'));
+      if (rest === null) return null;
+      params.push(['*', rest]);
+      rank.push(CATCH_ALL);
+      return { params, rank };
+    }
+    if (i >= segs.length) return null;
+    const value = decode(segs[i]);
+    if (value === null) return null;
+    if (p.kind === STATIC) {
+      if (value !== p.text) return null;
+    } else {
+      if (value === '') return null;
+      params.push([p.name, value]);
+    }
+    rank.push(p.kind);
+  }
+  return segs.length === parts.length ? { params, rank } : null;
+}
+
+/** Negative when rank `a` is more specific than `b`, segment by segment. */
+function compareRank(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const x = a[i] ?? -1;
+    const y = b[i] ?? -1;
+    if (x !== y) return x - y;
+  }
+  return 0;
+}
+
+function currentPath() {
+  const p = location.hash.replace(/^#/, '');
+  const q = p.indexOf('?');
+  return (q < 0 ? p : p.slice(0, q)) || '/';
+}
+
+function hasParams(route) {
+  return route.parts.some((p) => p.kind !== STATIC);
+}
+
+function closePage() {
+  if (!page) return;
+  try { page.unmount?.(); } catch (e) { console.error('unmount failed', e); }
+  page = null;
+  pageEl.replaceChildren();
+}
+
+function renderRoute() {
+  const path = currentPath();
+  const segs = segments(path);
+  let best = null;
+  for (const entry of mounted.values()) {
+    if (entry.state !== 'ready') continue;
+    for (const route of entry.routes) {
+      const m = matchRoute(route.parts, segs);
+      if (m && (!best || compareRank(m.rank, best.rank) < 0)) best = { entry, route, ...m };
+    }
+  }
+  if (page && best && page.entry === best.entry && page.route === best.route && page.path === path) return;
+  closePage();
+  pageEl.hidden = !best;
+  if (!best) return;
+  const { entry, route, params } = best;
+  page = { entry, route, path, unmount: null };
+  try {
+    if (!route.ref) throw new Error(`${route.component} is not a component reference (Module#Export)`);
+    const comp = entry.modules.get(route.ref.module)?.[route.ref.exportName];
+    if (!comp || typeof comp.mount !== 'function') throw new Error(`${route.ref.module} exports no component ${route.ref.exportName}`);
+    const u = comp.mount(pageEl, contextFor(entry.remote, params));
+    page.unmount = typeof u === 'function' ? u : null;
+  } catch (e) {
+    pageEl.replaceChildren(errorCard(entry.remote, 'render the page', e));
+    report(entry.remote, false, 'route', e);
+  }
+}
+
+// === Loading ===
+
+function isCurrent(entry) {
+  return mounted.get(entry.remote.name) === entry;
+}
+
+/** The exposed modules a remote's contributions need. */
+function neededModules(remote) {
+  const names = new Set();
+  if ((remote.contributions?.panels ?? []).length > 0) names.add('./Panel');
+  for (const r of remote.contributions?.routes ?? []) {
+    const ref = componentRef(r.component);
+    if (ref) names.add(ref.module);
+  }
+  return [...names];
+}
+
+function removeScripts(name) {
+  for (const s of document.head.querySelectorAll(`script[data-plugin="${CSS.escape(name)}"]`)) s.remove();
+}
+
+/** Loads the remote entry with SRI from a fresh script element; resolves to the container. */
 function loadContainer(remote) {
+  removeScripts(remote.name);
+  // Forget what an earlier attempt (or version) left: its container, and its bundler's
+  // chunk-loading array (named after output.uniqueName, which remotes set to their scope).
+  // A new runtime would otherwise adopt the chunks the old one loaded.
+  for (const g of [remote.scope, `webpackChunk${remote.scope}`, `rspackChunk${remote.scope}`]) {
+    try { window[g] = undefined; } catch { /* not ours to clear */ }
+  }
   return new Promise((resolve, reject) => {
     const s = document.createElement('script');
     s.src = remote.remoteEntry;
@@ -98,96 +281,167 @@ async function exposed(container, name) {
   return mod?.default && !mod.mount ? { ...mod.default, ...mod } : mod;
 }
 
-async function mountPlugin(remote) {
-  const entry = { remote, container: null, panels: [], routes: [] };
-  mounted.set(remote.name, entry);
-  const panels = remote.contributions?.panels ?? [];
-  const routes = remote.contributions?.routes ?? [];
-  let container;
+function withTimeout(promise, ms) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`loading did not finish within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** One load attempt: script, init, every needed module; then shows the plugin or its error. */
+async function load(entry) {
+  if (entry.loading || entry.state === 'ready' || !isCurrent(entry)) return;
+  clearTimeout(entry.timer);
+  entry.timer = null;
+  entry.loading = true;
+  entry.retrySoon = false;
+  entry.startedAt = Date.now();
+  const attempt = ++entry.attempt;
+  const { remote } = entry;
   try {
-    container = await loadContainer(remote);
-    await container.init({});
-    entry.container = container;
+    const modules = await withTimeout((async () => {
+      const container = await loadContainer(remote);
+      await container.init({});
+      const names = neededModules(remote);
+      const mods = await Promise.all(names.map((n) => exposed(container, n)));
+      return new Map(names.map((n, i) => [n, mods[i]]));
+    })(), ATTEMPT_TIMEOUT_MS);
+    if (!isCurrent(entry) || attempt !== entry.attempt) return;
+    entry.modules = modules;
+    entry.state = 'ready';
+    entry.failures = 0;
+    entry.failureReported = false;
+    show(entry);
   } catch (e) {
-    const el = errorCard(remote, 'load', e);
-    panelsEl.append(el);
-    entry.panels.push({ id: `${remote.name}.error`, el, unmount: null });
-    report(remote, false, 'load', e);
-    return;
+    if (!isCurrent(entry) || attempt !== entry.attempt) return;
+    entry.state = 'failed';
+    entry.failures += 1;
+    showLoadError(entry, e);
+    if (!entry.failureReported) {
+      entry.failureReported = true;
+      report(remote, false, 'load', e);
+    }
+    if (entry.retrySoon) setTimeout(() => load(entry), 0); // asked for while this attempt ran
+    else schedule(entry);
+  } finally {
+    if (attempt === entry.attempt) entry.loading = false;
   }
-  if (mounted.get(remote.name) !== entry) return; // replaced meanwhile
+}
+
+function schedule(entry) {
+  clearTimeout(entry.timer);
+  const base = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(entry.failures - 1, 16));
+  const delay = base * (0.9 + Math.random() * 0.2);
+  entry.timer = setTimeout(() => load(entry), delay);
+}
+
+/**
+ * Retries a failed load now (the list arrived again, or the event stream reconnected). While
+ * an attempt runs, retries right after it should it fail, unless it began just now (a reconnect
+ * brings both `open` and the list: one attempt for both).
+ */
+function retryNow(entry) {
+  if (entry.state === 'ready') return;
+  if (!entry.loading) load(entry);
+  else if (Date.now() - entry.startedAt > 250) entry.retrySoon = true;
+}
+
+function showLoadError(entry, error) {
+  const fresh = errorCard(entry.remote, 'load', error);
+  const retry = document.createElement('div');
+  retry.className = 'retry';
+  retry.textContent = `Retrying automatically (failed ${entry.failures} time${entry.failures === 1 ? '' : 's'}).`;
+  fresh.append(retry);
+  if (entry.errorEl?.isConnected) entry.errorEl.replaceChildren(...fresh.childNodes);
+  else {
+    entry.errorEl = fresh;
+    panelsEl.append(fresh);
+  }
+}
+
+/** Mounts a loaded plugin's panels where its error card was (if any) and registers its routes. */
+function show(entry) {
+  const { remote } = entry;
+  const anchor = entry.errorEl?.isConnected ? entry.errorEl : null;
+  const place = (el) => (anchor ? anchor.before(el) : panelsEl.append(el));
   let failed = false;
-  for (const p of panels) {
+  for (const p of remote.contributions?.panels ?? []) {
     const { el, body } = card(remote, p.title);
     el.dataset.panel = p.id;
-    panelsEl.append(el);
+    place(el);
     try {
-      const mod = await exposed(container, './Panel');
-      const unmount = mod.mount(body, contextFor(remote));
+      const unmount = entry.modules.get('./Panel').mount(body, contextFor(remote));
       entry.panels.push({ id: p.id, el, unmount: typeof unmount === 'function' ? unmount : null });
     } catch (e) {
-      el.replaceWith(errorCard(remote, 'mount', e));
-      entry.panels.push({ id: p.id, el: panelsEl.querySelector(`[data-plugin="${CSS.escape(remote.name)}"].error-card`), unmount: null });
+      const err = errorCard(remote, 'mount', e);
+      el.replaceWith(err);
+      entry.panels.push({ id: p.id, el: err, unmount: null });
       failed = true;
       report(remote, false, 'mount', e);
     }
   }
-  for (const r of routes) {
+  anchor?.remove();
+  entry.errorEl = null;
+  for (const r of remote.contributions?.routes ?? []) {
+    const route = { ...r, parts: compileRoute(r.path), ref: componentRef(r.component) };
+    entry.routes.push(route);
+    if (hasParams(route)) continue; // the plugin links to it, with values
     const a = document.createElement('a');
     a.href = `#${r.path}`;
     a.textContent = r.path;
     a.dataset.plugin = remote.name;
     routesEl.append(a);
-    entry.routes.push(r);
   }
-  if (!failed) report(remote, true, 'mount');
+  if (!failed && !entry.okReported) {
+    entry.okReported = true;
+    report(remote, true, 'mount');
+  }
   renderRoute();
+}
+
+function mountPlugin(remote) {
+  const entry = {
+    remote, state: 'loading', modules: new Map(), panels: [], routes: [], errorEl: null,
+    attempt: 0, failures: 0, timer: null, loading: false, startedAt: 0, retrySoon: false,
+    failureReported: false, okReported: false,
+  };
+  mounted.set(remote.name, entry);
+  load(entry);
 }
 
 function unmountPlugin(name) {
   const entry = mounted.get(name);
   if (!entry) return;
   mounted.delete(name);
+  clearTimeout(entry.timer);
+  if (page?.entry === entry) closePage();
   for (const p of entry.panels) {
     try { p.unmount?.(); } catch (e) { console.error('unmount failed', e); }
     p.el?.remove();
   }
+  entry.errorEl?.remove();
   for (const a of routesEl.querySelectorAll(`a[data-plugin="${CSS.escape(name)}"]`)) a.remove();
-  for (const s of document.head.querySelectorAll(`script[data-plugin="${CSS.escape(name)}"]`)) s.remove();
+  removeScripts(name);
   renderRoute();
 }
 
-async function renderRoute() {
-  const path = location.hash.replace(/^#/, '') || '/';
-  if (pageUnmount) { try { pageUnmount(); } catch (e) { console.error(e); } pageUnmount = null; }
-  pageEl.replaceChildren();
-  let found = null;
-  for (const entry of mounted.values()) {
-    const r = entry.routes.find((r) => r.path === path);
-    if (r && entry.container) { found = { entry, r }; break; }
-  }
-  pageEl.hidden = !found;
-  if (!found) return;
-  const { entry, r } = found;
-  try {
-    const mod = await exposed(entry.container, './Routes');
-    const comp = mod[r.component];
-    if (!comp || typeof comp.mount !== 'function') throw new Error(`./Routes exports no component ${r.component}`);
-    const u = comp.mount(pageEl, contextFor(entry.remote));
-    pageUnmount = typeof u === 'function' ? u : null;
-  } catch (e) {
-    pageEl.replaceChildren(errorCard(entry.remote, 'render the page', e));
-    report(entry.remote, false, 'route', e);
-  }
+/** What identifies a listed remote: a change of any of it means a fresh mount. */
+function identity(r) {
+  return JSON.stringify([r.version, r.scope, r.remoteEntry, r.integrity, r.contributions ?? null]);
 }
 
 function apply(list) {
   const next = new Map(list.map((r) => [r.name, r]));
   for (const [name, entry] of [...mounted]) {
     const r = next.get(name);
-    if (!r || r.version !== entry.remote.version || r.integrity !== entry.remote.integrity) unmountPlugin(name);
+    if (!r || identity(r) !== identity(entry.remote)) unmountPlugin(name);
   }
-  for (const r of list) if (!mounted.has(r.name)) mountPlugin(r);
+  for (const r of list) {
+    const entry = mounted.get(r.name);
+    if (!entry) mountPlugin(r);
+    else retryNow(entry);
+  }
   emptyEl.hidden = list.length > 0;
   statusEl.textContent = `${list.length} plugin${list.length === 1 ? '' : 's'}`;
   publish('plugins.changed', list.map((r) => ({ name: r.name, version: r.version })));
@@ -195,6 +449,31 @@ function apply(list) {
 
 window.addEventListener('hashchange', renderRoute);
 
-const events = new EventSource('/api/shell/events');
-events.addEventListener('remotes', (e) => apply(JSON.parse(e.data)));
-events.onerror = () => { statusEl.textContent = 'reconnecting ...'; };
+// === The event stream ===
+// The browser reconnects by itself after a network error; an answer it cannot use (an error
+// status) closes the stream for good, so then the shell opens a new one, with backoff.
+
+let reconnects = 0;
+function connect(broken = false) {
+  const events = new EventSource('/api/shell/events');
+  events.addEventListener('remotes', (e) => {
+    let list;
+    try { list = JSON.parse(e.data); } catch (err) { console.error('bad remotes event', err); return; }
+    if (Array.isArray(list)) apply(list);
+  });
+  events.addEventListener('open', () => {
+    reconnects = 0;
+    if (!broken) return;
+    broken = false;
+    for (const entry of mounted.values()) retryNow(entry);
+  });
+  events.addEventListener('error', () => {
+    broken = true;
+    statusEl.textContent = 'reconnecting ...';
+    if (events.readyState === EventSource.CLOSED) {
+      const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(reconnects++, 16));
+      setTimeout(() => connect(true), delay * (0.9 + Math.random() * 0.2));
+    }
+  });
+}
+connect();
