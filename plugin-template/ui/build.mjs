@@ -1,5 +1,10 @@
 // Builds the remote into dist/: remoteEntry.js (container `plugin_hello`, library type `var`,
 // publicPath `auto`) plus its chunks. Prints what it wrote; exits non-zero on any error.
+// Subresource Integrity: the shell loads remoteEntry.js with the sha384 the core pinned, and
+// remoteEntry.js pins the sha384 of every chunk it loads (SubresourceIntegrityPlugin), so a
+// chunk whose bytes differ from the build's is refused by the browser. Chunk names carry a
+// content hash, so a rebuilt chunk gets a new URL (and remoteEntry.js, which names it, new
+// bytes); remoteEntry.js keeps its name, the one plugin.yaml's ui.remotePath points at.
 // ModuleFederationPluginV1 is rspack's webpack-5-compatible container plugin: the classic
 // container protocol (init(shareScope), get('./Panel')) with no extra runtime package.
 import { rspack } from '@rspack/core';
@@ -18,6 +23,9 @@ const compiler = rspack({
   output: {
     path: path.join(here, 'dist'),
     publicPath: 'auto',
+    chunkFilename: '[id].[contenthash].js',
+    // Chunk script tags carry `integrity` and `crossorigin="anonymous"` (required for SRI).
+    crossOriginLoading: 'anonymous',
     clean: true,
     uniqueName: 'plugin_hello',
   },
@@ -44,6 +52,8 @@ const compiler = rspack({
       library: { type: 'var', name: 'plugin_hello' },
       exposes: { './Panel': './src/Panel.ts', './Routes': './src/Routes.ts' },
     }),
+    // No HTML page here: the integrities go into the chunk loader of remoteEntry.js.
+    new rspack.SubresourceIntegrityPlugin({ hashFuncNames: ['sha384'], htmlPlugin: false, enabled: true }),
   ],
 });
 

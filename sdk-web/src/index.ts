@@ -1,14 +1,73 @@
 /**
  * @tessera/plugin-sdk — the contract between a plugin's UI and the Tessera web shell.
  *
- * A plugin's Module Federation remote exposes `./Panel` (mounted once per panel declared in
- * plugin.yaml's `ui.contributions.panels`) and `./Routes` (one component per route's
- * `component`). The shell calls `mount(el, ctx)` and, when the plugin is disabled, degraded or
- * replaced by a new version, the function `mount` returned.
+ * A plugin's UI is a Module Federation remote (`remoteEntry.js`). It exposes `./Panel`, mounted
+ * once per panel declared in plugin.yaml's `ui.contributions.panels`, and one or more modules
+ * of page components for `ui.contributions.routes`. The shell calls `mount(el, ctx)` and, when
+ * the plugin is disabled, degraded or replaced by a new version, the function `mount` returned.
+ *
+ * ## Routes: `Module#Export`
+ *
+ * A route's `component` names an export of an exposed module: `Reports#MonthlyPage` is the
+ * export `MonthlyPage` of the exposed module `./Reports`; a bare `HelloPage` means
+ * `Routes#HelloPage`. `./Routes` is declared with {@link defineRoutes}; any other module with
+ * {@link defineModule}. To add `./Reports`:
+ *
+ * ```ts
+ * // src/Reports.ts
+ * import { defineModule, type PluginContext } from '@tessera/plugin-sdk';
+ * export const MonthlyPage = {
+ *   mount(el: HTMLElement, ctx: PluginContext) {
+ *     const h = document.createElement('h2');
+ *     h.textContent = `Report for ${ctx.params.month}`; // text, never HTML
+ *     el.append(h);
+ *     return () => h.remove();
+ *   },
+ * };
+ * export default defineModule({ MonthlyPage });
+ * ```
+ *
+ * expose it next to the others in the bundler's Module Federation options:
+ *
+ * ```js
+ * exposes: { './Panel': './src/Panel.ts', './Routes': './src/Routes.ts', './Reports': './src/Reports.ts' }
+ * ```
+ *
+ * and refer to it from plugin.yaml:
+ *
+ * ```yaml
+ * ui:
+ *   contributions:
+ *     routes:
+ *       - path: /reports/:month
+ *         component: Reports#MonthlyPage
+ * ```
+ *
+ * ## Route parameters
+ *
+ * A route path may hold `:name` segments and end in a catch-all `*` (`/items/:sku`,
+ * `/docs/*`). The shell matches the location's hash path against them (static segments before
+ * parameters, parameters before the catch-all; a trailing slash ignored), decodes the values
+ * and hands them to the component as `ctx.params` (`{ sku: 'A-42' }`; the catch-all as
+ * `ctx.params['*']`). A route with parameters gets no link in the shell's navigation: the
+ * plugin links to it (`<a href="#/items/A-42">`). Values come from the URL: render them as
+ * text (`textContent`), never as HTML.
+ *
+ * ## Building the remote
+ *
+ * The container is a global named `plugin_<name>` (`-` as `_`), library type `var`,
+ * `publicPath: 'auto'`. Set the bundler's `output.uniqueName` to that name too: when the shell
+ * loads a new build of a plugin into an open page, it clears that build's container and its
+ * chunk-loading global (`webpackChunk<uniqueName>` / `rspackChunk<uniqueName>`), so the new
+ * runtime never adopts chunks of the old one. Name chunks by content hash
+ * (`chunkFilename: '[id].[contenthash].js'`) and pin them with Subresource Integrity
+ * (`crossOriginLoading: 'anonymous'` and the bundler's SRI plugin, sha384): the core pins
+ * `remoteEntry.js` and `remoteEntry.js` pins every chunk. The template plugin's
+ * `ui/build.mjs` does all of this.
  */
 
 /** Version of this SDK (what `compat.frontend_sdk` ranges are checked against). */
-export const SDK_VERSION = '1.0.0';
+export const SDK_VERSION = '1.1.0';
 
 /** Removes what `mount` rendered and releases what it holds. */
 export type Unmount = () => void;
@@ -21,7 +80,7 @@ export interface Panel {
   mount: MountFn;
 }
 
-/** A page component of `./Routes`. */
+/** A page component: an export of `./Routes` or of another module declared with `defineModule`. */
 export interface Route {
   mount: MountFn;
 }
@@ -53,6 +112,12 @@ export interface PluginContext {
   sdk: SDK;
   tenantId: string;
   plugin: { name: string; version: string };
+  /**
+   * The route's parameters, decoded: `/items/:sku` at `#/items/A-42` gives `{ sku: 'A-42' }`,
+   * a catch-all `*` its rest under `'*'`. Empty for panels and routes without parameters.
+   * Since SDK 1.1.0.
+   */
+  params: Readonly<Record<string, string>>;
 }
 
 /** Thrown by the helpers when a module does not meet the contract. */
@@ -71,20 +136,42 @@ export function definePanel(panel: Panel): Panel {
   return Object.freeze({ mount: panel.mount });
 }
 
-/** Declares the `./Routes` module: one component per `component` name used in plugin.yaml. */
-export function defineRoutes<T extends Record<string, Route>>(routes: T): Readonly<T> {
-  if (!routes || typeof routes !== 'object') {
-    throw new ContractError('defineRoutes: expects an object of named components');
+/** What an export name must look like: a JavaScript identifier (the `Export` of `Module#Export`). */
+export const EXPORT_NAME = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+function checkComponents<T extends Record<string, Route>>(helper: string, components: T): Readonly<T> {
+  if (!components || typeof components !== 'object') {
+    throw new ContractError(`${helper}: expects an object of named components`);
   }
-  const names = Object.keys(routes);
-  if (names.length === 0) throw new ContractError('defineRoutes: no components');
+  const names = Object.keys(components);
+  if (names.length === 0) throw new ContractError(`${helper}: no components`);
   for (const name of names) {
-    if (!/^[A-Za-z0-9_$./-]+$/.test(name)) {
-      throw new ContractError(`defineRoutes: "${name}" is not a component name plugin.yaml can refer to`);
+    if (!EXPORT_NAME.test(name)) {
+      throw new ContractError(
+        `${helper}: "${name}" is not a component name plugin.yaml can refer to (a JavaScript identifier, as in Routes#HelloPage)`,
+      );
     }
-    if (typeof routes[name]?.mount !== 'function') {
-      throw new ContractError(`defineRoutes: component "${name}" needs a mount(el, ctx) function`);
+    if (typeof components[name]?.mount !== 'function') {
+      throw new ContractError(`${helper}: component "${name}" needs a mount(el, ctx) function`);
     }
   }
-  return Object.freeze({ ...routes });
+  return Object.freeze({ ...components });
+}
+
+/**
+ * Declares the `./Routes` module: one component per export name used in plugin.yaml
+ * (`component: Routes#HelloPage`, or the bare `HelloPage`). Export the components by name too
+ * (`export const HelloPage = ...`), and this object as the default export.
+ */
+export function defineRoutes<T extends Record<string, Route>>(routes: T): Readonly<T> {
+  return checkComponents('defineRoutes', routes);
+}
+
+/**
+ * Declares another exposed module of page components, e.g. `./Reports` for
+ * `component: Reports#MonthlyPage` (see the example at the top of this package). Same checks
+ * as {@link defineRoutes}; the module must also be listed in the remote's `exposes`.
+ */
+export function defineModule<T extends Record<string, Route>>(components: T): Readonly<T> {
+  return checkComponents('defineModule', components);
 }

@@ -1,6 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { definePanel, defineRoutes, ContractError, SDK_VERSION } from '../src/index.js';
+import { readFileSync } from 'node:fs';
+import {
+  definePanel,
+  defineRoutes,
+  defineModule,
+  ContractError,
+  EXPORT_NAME,
+  SDK_VERSION,
+  type PluginContext,
+  type Route,
+} from '../src/index.js';
 
 test('definePanel keeps mount and freezes the module', () => {
   let calls = 0;
@@ -23,6 +33,51 @@ test('defineRoutes checks every component and its name', () => {
   assert.throws(() => defineRoutes({ 'has space': { mount: () => undefined } }), /not a component name/);
 });
 
-test('the SDK version is the one the core speaks', () => {
-  assert.equal(SDK_VERSION, '1.0.0');
+test('defineRoutes takes JavaScript identifiers as export names, nothing else', () => {
+  const page: Route = { mount: () => undefined };
+  const r = defineRoutes({ GreetingPage: page, _private: page, $dollar: page, Page2: page });
+  assert.deepEqual(Object.keys(r), ['GreetingPage', '_private', '$dollar', 'Page2']);
+  assert.ok(Object.isFrozen(r));
+  // Module paths and `Module#Export` belong in plugin.yaml, not in the module's export names.
+  for (const bad of ['Routes#HelloPage', './Routes', 'a.b', 'a-b', 'a/b', '2fast', '', 'é']) {
+    assert.throws(() => defineRoutes({ [bad]: page }), /defineRoutes: ".*" is not a component name/, bad);
+  }
+  assert.equal(EXPORT_NAME.test('HelloPage'), true);
+  assert.equal(EXPORT_NAME.test('Hello Page'), false);
+});
+
+test('defineModule declares another exposed module with the same checks', () => {
+  const MonthlyPage: Route = { mount: () => undefined };
+  const m = defineModule({ MonthlyPage });
+  assert.equal(m.MonthlyPage, MonthlyPage);
+  assert.ok(Object.isFrozen(m));
+  assert.throws(() => defineModule({}), /defineModule: no components/);
+  assert.throws(() => defineModule(null as never), ContractError);
+  assert.throws(() => defineModule({ MonthlyPage: {} as never }), /defineModule: component "MonthlyPage"/);
+  assert.throws(() => defineModule({ 'Reports#MonthlyPage': MonthlyPage }), /defineModule: "Reports#MonthlyPage" is not a component name/);
+});
+
+test('a component reads its route parameters from ctx.params', () => {
+  const seen: string[] = [];
+  const routes = defineRoutes({
+    ItemPage: {
+      mount: (_el, ctx) => {
+        seen.push(`${ctx.plugin.name}:${ctx.params.sku}:${ctx.params['*'] ?? ''}`);
+      },
+    },
+  });
+  const ctx: PluginContext = {
+    sdk: {} as PluginContext['sdk'],
+    tenantId: 'default',
+    plugin: { name: 'inventory', version: '1.0.0' },
+    params: Object.freeze({ sku: 'A-42' }),
+  };
+  routes.ItemPage.mount({} as HTMLElement, ctx);
+  assert.deepEqual(seen, ['inventory:A-42:']);
+});
+
+test('the SDK version is the one the core speaks, and the package version', () => {
+  assert.equal(SDK_VERSION, '1.1.0');
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+  assert.equal(pkg.version, SDK_VERSION);
 });

@@ -2,7 +2,7 @@
 // (`hello-plugin`), small plugin services of the tests' own, and Chromium.
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, existsSync, mkdirSync, writeFileSync, cpSync, symlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,7 +14,18 @@ export const artifacts = path.join(root, 'tests/browser/artifacts');
 mkdirSync(artifacts, { recursive: true });
 
 const children = new Set();
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); });
+const scratch = [];
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of scratch) rmSync(d, { recursive: true, force: true }); // links, not their targets
+});
+
+/** A fresh folder under the system's temp dir, removed when the test process exits. */
+function tempDir(prefix) {
+  const d = mkdtempSync(path.join(tmpdir(), prefix));
+  scratch.push(d);
+  return d;
+}
 
 function track(child) {
   children.add(child);
@@ -22,20 +33,47 @@ function track(child) {
   return child;
 }
 
-/** Builds the template's UI once if it is missing. */
+const templateUi = path.join(root, 'plugin-template/ui');
+let uiBuilt = false;
+
+/** Builds the template's UI (once per test run, so the tests never see a stale dist/). */
 export function ensureUi() {
-  const ui = path.join(root, 'plugin-template/ui');
-  if (existsSync(path.join(ui, 'dist/remoteEntry.js'))) return;
-  if (!existsSync(path.join(ui, 'node_modules'))) execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: ui, stdio: 'inherit' });
-  execFileSync('npm', ['run', 'build'], { cwd: ui, stdio: 'inherit' });
+  if (uiBuilt) return;
+  if (!existsSync(path.join(templateUi, 'node_modules'))) execFileSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: templateUi, stdio: 'inherit' });
+  buildUi(templateUi);
+  uiBuilt = true;
 }
 
-export async function startCore(extraConfig = '') {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'tessera-browser-'));
+/** `npm run build` of a UI folder (rspack, well under a second). */
+export function buildUi(dir) {
+  execFileSync('node', ['build.mjs'], { cwd: dir, stdio: 'ignore' });
+}
+
+/**
+ * A copy of the template's UI in a fresh folder, laid out as in the repository
+ * (`<tmp>/plugin-template/ui`, `<tmp>/sdk-web` linked to the real one) so build.mjs needs no
+ * change; node_modules is a link to the template's. Returns the copy's folder.
+ */
+export function copyTemplateUi() {
+  ensureUi();
+  const top = tempDir('tessera-ui-');
+  const dir = path.join(top, 'plugin-template/ui');
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['build.mjs', 'package.json', 'tsconfig.json', 'src']) cpSync(path.join(templateUi, f), path.join(dir, f), { recursive: true });
+  symlinkSync(path.join(templateUi, 'node_modules'), path.join(dir, 'node_modules'));
+  symlinkSync(path.join(root, 'sdk-web'), path.join(top, 'sdk-web'));
+  return dir;
+}
+
+/**
+ * A core on its own SQLite data dir. `dataDir` reuses one (a restart), `listen` fixes the
+ * address (default: a free loopback port).
+ */
+export async function startCore(extraConfig = '', { dataDir = tempDir('tessera-browser-'), listen = '127.0.0.1:0' } = {}) {
   const config = path.join(dataDir, 'config.yaml');
-  const { writeFileSync } = await import('node:fs');
   writeFileSync(config, `probe:\n  periodSeconds: 0.2\n  timeoutSeconds: 1\n  failureThreshold: 3\n${extraConfig}`);
-  const child = track(spawn(bin('tessera'), ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--config', config], { stdio: ['ignore', 'pipe', 'ignore'] }));
+  const child = track(spawn(bin('tessera'), ['serve', '--listen', listen, '--data-dir', dataDir, '--config', config], { stdio: ['ignore', 'pipe', 'ignore'] }));
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
   const url = await new Promise((resolve, reject) => {
     let buf = '';
     child.stdout.on('data', (d) => {
@@ -44,7 +82,8 @@ export async function startCore(extraConfig = '') {
       if (m) resolve(m[1]);
     });
     child.on('exit', (code) => reject(new Error(`tessera serve exited ${code}`)));
-    setTimeout(() => reject(new Error('tessera serve did not start')), 20000);
+    // unref: a pending timer would keep the test process alive after the last test.
+    setTimeout(() => reject(new Error('tessera serve did not start')), 20000).unref();
   });
   const token = (...args) => execFileSync(bin('tessera'), ['token', 'issue', ...args, '--data-dir', dataDir]).toString().trim();
   const admin = token('--admin');
@@ -52,7 +91,16 @@ export async function startCore(extraConfig = '') {
     const res = await fetch(url + p, { method, headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
     return res.json();
   };
-  return { url, dataDir, token, admin, api, stop: () => child.kill('SIGTERM') };
+  /** SIGTERM; resolves once the process is gone (SIGKILL after 10 s; `graceful` says which). */
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return { graceful: true };
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
+    const { signal } = await exited;
+    clearTimeout(timer);
+    return { graceful: signal !== 'SIGKILL' };
+  };
+  return { url, listen: new URL(url).host, dataDir, token, admin, api, stop };
 }
 
 export async function waitFor(what, fn, ms = 10000) {
@@ -64,33 +112,60 @@ export async function waitFor(what, fn, ms = 10000) {
   }
 }
 
-/** The template plugin, registered with `core`. */
-export async function startHello(core) {
-  ensureUi();
+/** The template plugin, registered with `core`; `uiDir` is its built UI (default: the template's). */
+export async function startHello(core, { uiDir } = {}) {
+  if (!uiDir) ensureUi();
   const port = await freePort();
   const child = track(spawn(bin('hello-plugin'), [], {
-    env: { ...process.env, PORT: String(port), CORE_BASE_URL: core.url, REG_TOKEN: core.token('--plugin', 'hello', '--capabilities', 'ui:panel,ui:route'), UI_REMOTE_PATH: path.join(root, 'plugin-template/ui/dist'), REGISTER_INTERVAL_SECONDS: '0.5' },
+    env: { ...process.env, PORT: String(port), CORE_BASE_URL: core.url, REG_TOKEN: core.token('--plugin', 'hello', '--capabilities', 'ui:panel,ui:route'), UI_REMOTE_PATH: uiDir ?? path.join(templateUi, 'dist'), REGISTER_INTERVAL_SECONDS: '0.5' },
     stdio: 'ignore',
   }));
   await waitFor('hello Ready', async () => (await core.api('GET', '/api/plugins/hello')).state === 'Ready');
   return { port, kill: () => child.kill('SIGKILL') };
 }
 
-/** A plugin service of the tests' own: /readyz and a hand-written remote entry per version. */
-export async function startFake(core, name, { title, remoteJs, version = '1.0.0' }) {
-  const remotes = new Map([[version, remoteJs]]);
+/** A manifest of the current contract (plugin API 2.0) for a plugin of the tests' own. */
+export function fakeManifest(name, version, { title, routes = [] }) {
+  return {
+    name,
+    version,
+    compat: { core: '^2.0' },
+    capabilities: ['ui:panel', ...(routes.length ? ['ui:route'] : [])],
+    ui: {
+      mode: 'ModuleFederation',
+      remotePath: `/mf/${version}/remoteEntry.js`,
+      contributions: { panels: [{ id: `${name}.main`, title }], ...(routes.length ? { routes } : {}) },
+    },
+    endpoints: { basePath: '/api' },
+    health: { livenessPath: '/healthz', readinessPath: '/readyz' },
+  };
+}
+
+/**
+ * A plugin service of the tests' own: /healthz, /readyz, and per version a hand-written remote
+ * entry plus other files beside it (`files`: name -> JavaScript). Each file named in
+ * `failOnce` answers 500 to its first request. `requests` counts requests by path.
+ */
+export async function startFake(core, name, { title, remoteJs, version = '1.0.0', files = {}, failOnce = [], routes = [] }) {
+  const remotes = new Map([[version, { 'remoteEntry.js': remoteJs, ...files }]]);
+  const failing = new Set(failOnce);
+  const requests = new Map();
   const server = createServer((req, res) => {
-    if (req.url === '/readyz') { res.end('ok'); return; }
-    const m = req.url.match(/^\/mf\/([^/]+)\/remoteEntry\.js$/);
-    if (m && remotes.has(m[1])) { res.setHeader('content-type', 'text/javascript'); res.end(remotes.get(m[1])); return; }
-    res.statusCode = 404; res.end();
+    requests.set(req.url, (requests.get(req.url) ?? 0) + 1);
+    if (req.url === '/readyz' || req.url === '/healthz') { res.end('ok'); return; }
+    const m = req.url.match(/^\/mf\/([^/]+)\/([A-Za-z0-9_.-]+)$/);
+    const body = m && remotes.get(m[1])?.[m[2]];
+    if (body === undefined) { res.statusCode = 404; res.end(); return; }
+    if (failing.delete(m[2])) { res.statusCode = 500; res.end('first request fails'); return; }
+    res.setHeader('content-type', 'text/javascript');
+    res.end(body);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${server.address().port}`;
-  const token = core.token('--plugin', name, '--capabilities', 'ui:panel');
-  const register = async (v, js) => {
-    remotes.set(v, js);
-    const manifest = { name, version: v, compat: { core: '^1.0' }, capabilities: ['ui:panel'], ui: { remotePath: `/mf/${v}/remoteEntry.js`, contributions: { panels: [{ id: `${name}.main`, title }] } } };
+  const token = core.token('--plugin', name, '--capabilities', routes.length ? 'ui:panel,ui:route' : 'ui:panel');
+  const register = async (v, js, more = {}) => {
+    remotes.set(v, { 'remoteEntry.js': js, ...more });
+    const manifest = fakeManifest(name, v, { title, routes });
     const res = await fetch(`${core.url}/api/plugins/register`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
@@ -102,8 +177,8 @@ export async function startFake(core, name, { title, remoteJs, version = '1.0.0'
       return p.state === 'Ready' && p.servingVersion === v;
     });
   };
-  await register(version, remoteJs);
-  return { base, register, close: () => server.close() };
+  await register(version, remoteJs, files);
+  return { base, register, requests, close: () => { server.close(); server.closeAllConnections(); } };
 }
 
 export async function freePort() {
@@ -115,7 +190,7 @@ export async function freePort() {
 }
 
 export async function browser() {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tessera-chromium-'));
+  const dir = tempDir('tessera-chromium-');
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,

@@ -210,7 +210,9 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
 fn build_ui(ui: &Path, dist: &Path) -> Result<(), String> {
     let entry = dist.join("remoteEntry.js");
     let built = std::fs::metadata(&entry).and_then(|m| m.modified()).ok();
-    let newest_src = newest(&ui.join("src")).max(newest(&ui.join("package.json")));
+    let newest_src = newest(&ui.join("src"))
+        .max(newest(&ui.join("package.json")))
+        .max(newest(&ui.join("build.mjs")));
     if built.is_some_and(|b| newest_src.is_none_or(|s| s <= b)) {
         return Ok(());
     }

@@ -10,7 +10,12 @@ export function mount(el: HTMLElement, ctx: PluginContext): Unmount {
   title.textContent = 'Hello from the hello plugin';
   const detail = document.createElement('p');
   detail.textContent = `${ctx.plugin.name} ${ctx.plugin.version}, a Module Federation remote served through the core.`;
-  box.append(title, detail);
+  // A link to the parameterised page (`/hello/:name` in plugin.yaml): the shell gives such a
+  // route no nav link of its own, so the plugin links to it.
+  const link = document.createElement('a');
+  link.href = '#/hello/world';
+  link.textContent = 'Greet the world';
+  box.append(title, detail, link);
   el.append(box);
   // Follow the shell's plugin list while mounted.
   const unsubscribe = ctx.sdk.events.subscribe('plugins.changed', (list) => {
