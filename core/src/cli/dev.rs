@@ -385,6 +385,7 @@ fn stop(child: &mut Child) {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
+            .stderr(Stdio::null())
             .status();
         for _ in 0..100 {
             if let Ok(Some(_)) = child.try_wait() {
