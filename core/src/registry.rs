@@ -236,10 +236,7 @@ impl Registry {
             .into_iter()
             .map(|p| (p.name.clone(), p))
             .collect();
-        // No remote entry's bytes are held yet: the list starts empty and names each plugin
-        // once this core holds the bytes its integrity pins (the first probe round, at once),
-        // so a restarted core never lists a remote it cannot serve.
-        let snapshot = snapshot(join_entries(&BTreeMap::new()), 0);
+        let snapshot = build_snapshot(&index, 0);
         let index_for_claims = index.clone();
         let (shell, _) = watch::channel(Arc::new(snapshot));
         let (ops, queued) = mpsc::unbounded_channel();
@@ -253,7 +250,12 @@ impl Registry {
             generation: std::sync::atomic::AtomicU64::new(1),
             dirty: tokio::sync::Notify::new(),
             claims: RwLock::new(Claims::build(&index_for_claims)),
-            entries: RwLock::new(BTreeMap::new()),
+            entries: RwLock::new(
+                index_for_claims
+                    .values()
+                    .filter_map(|r| Some((r.name.clone(), entry_json(r)?)))
+                    .collect(),
+            ),
             ops,
             shell,
         });
@@ -945,35 +947,12 @@ impl Registry {
     /// Keeps a remote entry's bytes for the asset route (the prober's, or fetched on demand
     /// with the pinned integrity).
     pub fn keep_remote_bytes(&self, name: &str, version: &str, bytes: &bytes::Bytes) {
-        {
-            let mut all = write(&self.remote_bytes);
-            let versions = all.entry(name.to_string()).or_default();
-            match versions.iter_mut().find(|(v, _)| v == version) {
-                Some((_, b)) if b == bytes => return,
-                Some((_, b)) => *b = bytes.clone(),
-                None => versions.push((version.to_string(), bytes.clone())),
-            }
-        }
-        // The bytes an exposed version pins are held now: list it, if it is not listed yet.
-        let entry = {
-            let index = read(&self.index);
-            index
-                .get(name)
-                .filter(|r| {
-                    r.exposed().is_some_and(|d| {
-                        d.version == version
-                            && d.integrity.as_deref() == Some(integrity(bytes).as_str())
-                    })
-                })
-                .and_then(entry_json)
-        };
-        if let Some(e) = entry {
-            let mut entries = write(&self.entries);
-            if !entries.contains_key(name) {
-                entries.insert(name.to_string(), e);
-                drop(entries);
-                self.dirty.notify_one();
-            }
+        let mut all = write(&self.remote_bytes);
+        let versions = all.entry(name.to_string()).or_default();
+        match versions.iter_mut().find(|(v, _)| v == version) {
+            Some((_, b)) if b == bytes => {}
+            Some((_, b)) => *b = bytes.clone(),
+            None => versions.push((version.to_string(), bytes.clone())),
         }
     }
 
@@ -1212,16 +1191,7 @@ impl Registry {
                 }
                 if before != exposure(&record) {
                     changed = true;
-                    // Listed only while the bytes its integrity pins are held.
-                    let held = record.exposed().is_some_and(|d| {
-                        remote_bytes.get(&name).is_some_and(|vs| {
-                            vs.iter().any(|(v, b)| {
-                                v == &d.version
-                                    && d.integrity.as_deref() == Some(integrity(b).as_str())
-                            })
-                        })
-                    });
-                    match entry_json(&record).filter(|_| held) {
+                    match entry_json(&record) {
                         Some(e) => entries.insert(name.clone(), e),
                         None => entries.remove(&name),
                     };
@@ -1575,6 +1545,18 @@ fn join_entries(entries: &BTreeMap<String, bytes::Bytes>) -> bytes::Bytes {
     }
     out.push(b']');
     out.into()
+}
+
+fn list_body(index: &BTreeMap<String, PluginRecord>) -> bytes::Bytes {
+    let entries: BTreeMap<String, bytes::Bytes> = index
+        .values()
+        .filter_map(|r| Some((r.name.clone(), entry_json(r)?)))
+        .collect();
+    join_entries(&entries)
+}
+
+fn build_snapshot(index: &BTreeMap<String, PluginRecord>, generation: u64) -> ShellSnapshot {
+    snapshot(list_body(index), generation)
 }
 
 /// The snapshot of a list body: its ETag and gzip form are computed here, once.
