@@ -1143,28 +1143,30 @@ async fn remote_entry(
     integrity: &str,
 ) -> Result<Bytes, ApiError> {
     let held = state.registry.remote_entry(name, version);
+    let fetched = held.is_none();
     let bytes = match held {
         Some(b) => b,
-        None => {
-            let b = crate::probe::get(&state.http, remote_url, 16 << 20)
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        Code::UpstreamFailed,
-                        format!("fetching the remote entry of plugin \"{name}\" failed: {e}"),
-                    )
-                })?;
-            if crate::registry::integrity(&b) == integrity {
-                state.registry.keep_remote_bytes(name, version, &b);
-            }
-            b
-        }
+        None => crate::probe::get(
+            &state.http,
+            remote_url,
+            crate::probe::MAX_REMOTE_ENTRY_BYTES,
+        )
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                Code::UpstreamFailed,
+                format!("fetching the remote entry of plugin \"{name}\" failed: {e}"),
+            )
+        })?,
     };
     if crate::registry::integrity(&bytes) != integrity {
         return Err(ApiError::new(
             Code::PluginNotReady,
             format!("the remote entry of \"{name}\" {version} changed; withdrawn"),
         ));
+    }
+    if fetched {
+        state.registry.keep_remote_bytes(name, version, &bytes);
     }
     Ok(bytes)
 }

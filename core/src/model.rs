@@ -245,6 +245,16 @@ pub struct IssuedToken {
     pub issued_by: String,
 }
 
+impl IssuedToken {
+    /// The audit event's reason for minting it (never the token).
+    pub fn audit_reason(&self) -> String {
+        format!(
+            "{} token {} issued for {}",
+            self.kind, self.jti, self.subject
+        )
+    }
+}
+
 /// One audited decision.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -735,16 +735,7 @@ impl Registry {
         let actor = actor.clone();
         self.submit(move |_, b| {
             let now = now_rfc3339();
-            let event = audit(
-                &actor,
-                "issue-token",
-                None,
-                format!(
-                    "{} token {} issued for {}",
-                    token.kind, token.jti, token.subject
-                ),
-                &now,
-            );
+            let event = audit(&actor, "issue-token", None, token.audit_reason(), &now);
             b.changes.push(Change::Issue(Box::new(token.clone())));
             b.audit(vec![event]);
             Ok(())

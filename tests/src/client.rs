@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::core::Core;
+use crate::plugin_server::TestPlugin;
 
 /// A client with a 10 s timeout.
 pub fn http() -> reqwest::Client {
@@ -74,4 +75,48 @@ where
         assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `POST /api/plugins/register` with `token` and a raw body; the status and the JSON answer.
+pub async fn register_raw(core: &Core, token: &str, body: &Value) -> (StatusCode, Value) {
+    let res = http()
+        .post(format!("{}/api/plugins/register", core.url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers manifest `m` served by `p` with `token`; the status and the JSON answer.
+pub async fn register(core: &Core, token: &str, m: &Value, p: &TestPlugin) -> (StatusCode, Value) {
+    register_raw(
+        core,
+        token,
+        &json!({"manifest": m, "backendUrl": p.url, "remoteUrl": p.remote_url()}),
+    )
+    .await
+}
+
+/// The shell's list (`GET /api/shell/remotes`).
+pub async fn remotes(core: &Core) -> Vec<Value> {
+    http()
+        .get(format!("{}/api/shell/remotes", core.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The condition of type `kind` in a plugin view (admin API or registration answer).
+pub fn condition(view: &Value, kind: &str) -> Value {
+    view["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or(Value::Null)
 }

@@ -8,32 +8,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tessera_tests::client::{get_admin, http, manifest, post_admin, within};
+use tessera_tests::client::{
+    condition, get_admin, http, manifest, post_admin, register, remotes, within,
+};
 use tessera_tests::core::{Core, fast_config};
 use tessera_tests::plugin_server::{TestPlugin, sri};
-
-async fn register(core: &Core, token: &str, m: &Value, p: &TestPlugin) -> (StatusCode, Value) {
-    let res = http()
-        .post(format!("{}/api/plugins/register", core.url))
-        .bearer_auth(token)
-        .json(&json!({"manifest": m, "backendUrl": p.url, "remoteUrl": p.remote_url()}))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn remotes(core: &Core) -> Vec<Value> {
-    http()
-        .get(format!("{}/api/shell/remotes", core.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 async fn get(url: &str) -> (u16, Vec<u8>) {
     let res = http().get(url).send().await.unwrap();
@@ -65,13 +44,7 @@ async fn declared_panels_and_routes_need_their_grant_even_when_not_listed() {
     ]);
     let (status, body) = register(&core, &token, &m, &p).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let enabled = body["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Enabled")
-        .unwrap()
-        .clone();
+    let enabled = condition(&body, "Enabled");
     // Nobody acted: the plugin starts enabled, no admin enabled it.
     assert_eq!(enabled["reason"], "EnabledByDefault", "{enabled}");
 }

@@ -7,33 +7,14 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tessera_tests::client::{http, manifest, plugin, post_admin, within};
+use tessera_tests::client::{
+    condition, http, manifest, plugin, post_admin, register, register_raw, remotes, within,
+};
 use tessera_tests::core::{Core, fast_config};
 use tessera_tests::plugin_server::{TestPlugin, sri};
 
 fn plugin_token(core: &Core, name: &str) -> String {
     core.token(&["--plugin", name, "--capabilities", "ui:panel,ui:route"])
-}
-
-async fn register_raw(core: &Core, token: &str, body: &Value) -> (StatusCode, Value) {
-    let res = http()
-        .post(format!("{}/api/plugins/register", core.url))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
-async fn register(core: &Core, token: &str, m: &Value, p: &TestPlugin) -> (StatusCode, Value) {
-    register_raw(
-        core,
-        token,
-        &json!({"manifest": m, "backendUrl": p.url, "remoteUrl": p.remote_url()}),
-    )
-    .await
 }
 
 /// Registers `name` at `version` served by `p` and waits until the shell lists it.
@@ -51,17 +32,6 @@ async fn register_until_listed(core: &Core, name: &str, version: &str, p: &TestP
         },
     )
     .await;
-}
-
-async fn remotes(core: &Core) -> Vec<Value> {
-    http()
-        .get(format!("{}/api/shell/remotes", core.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn names(list: &[Value]) -> Vec<String> {
@@ -263,12 +233,7 @@ async fn failing_readiness_degrades_then_recovers_with_live_events() {
     );
     let v = plugin(&core, &admin, "gauge").await;
     assert_eq!(v["state"], "Degraded");
-    let ready = v["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap();
+    let ready = condition(&v, "Ready");
     assert_eq!(ready["reason"], "ReadinessProbeFailed");
     assert!(
         ready["message"].as_str().unwrap().contains("HTTP 503"),
@@ -294,13 +259,7 @@ async fn failing_readiness_degrades_then_recovers_with_live_events() {
     p.set_remote_status(404);
     assert!(events.next(Duration::from_secs(5)).await.is_empty());
     let v = plugin(&core, &admin, "gauge").await;
-    let ready = v["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&v, "Ready");
     assert_eq!(ready["reason"], "RemoteEntryUnreachable", "{v}");
 }
 
@@ -1077,13 +1036,7 @@ async fn shell_reports_become_the_ui_loaded_condition() {
         .unwrap();
     assert_eq!(res.status(), 202);
     let v = plugin(&core, &admin, "canvas").await;
-    let c = v["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "UiLoaded")
-        .unwrap()
-        .clone();
+    let c = condition(&v, "UiLoaded");
     assert_eq!(c["status"], "False");
     assert_eq!(c["reason"], "UiLoadFailed");
     assert!(

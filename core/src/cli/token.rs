@@ -348,10 +348,7 @@ pub(crate) fn record_offline(
         actor: by.to_string(),
         action: "issue-token".to_string(),
         plugin: None,
-        reason: format!(
-            "{} token {} issued for {}",
-            token.kind, token.jti, token.subject
-        ),
+        reason: token.audit_reason(),
         request_id: None,
     };
     store
