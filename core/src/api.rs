@@ -31,7 +31,7 @@ use crate::ratelimit::RateLimiter;
 use crate::registry::{Actor, Registration, Registry};
 use crate::shell;
 use crate::store::AuditQuery;
-use crate::telemetry::{HttpLabels, Metrics, OutcomeLabels, PluginLabels, RouteLabels};
+use crate::telemetry::{HttpLabels, Metrics, OutcomeLabels, RouteLabels};
 
 /// Largest request body accepted (registration carries a manifest of at most 1 MiB).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -57,6 +57,31 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+}
+
+/// Path parameters; a path that cannot be decoded (invalid percent-encoding, not UTF-8) is
+/// answered in the error envelope like every other refusal.
+pub(crate) struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for ApiPath<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| ApiPath(t))
+            .map_err(|e| {
+                ApiError::new(
+                    Code::InvalidRequest,
+                    format!("the URL path cannot be read: {}", e.body_text()),
+                )
+            })
+    }
 }
 
 /// The request id of the current request.
@@ -109,7 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(audit))
         .route("/api/shell/remotes", get(shell_remotes))
         .route("/api/shell/events", get(shell_events))
-        .route("/api/shell/reports", post(shell_report))
+        .route("/api/shell/reports", post(crate::reports::shell_report))
         .route("/plugins/{name}/{version}/{*path}", get(asset))
         .route("/", get(shell_page))
         .route(
@@ -120,7 +145,7 @@ pub fn router(state: AppState) -> Router {
             "/shell/shell.css",
             get(|| async { shell::asset(shell::SHELL_CSS, "text/css; charset=utf-8") }),
         )
-        .route("/api/shell/csp-reports", post(csp_report))
+        .route("/api/shell/csp-reports", post(crate::reports::csp_report))
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -159,7 +184,23 @@ async fn request_id(State(state): State<AppState>, mut req: Request, next: Next)
         .map(String::from)
         .unwrap_or_default();
     let started = std::time::Instant::now();
-    let mut res = next.run(req).await;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let mut res = if req.headers().len() > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        ApiError::new(
+            Code::HeadersTooLarge,
+            format!(
+                "the request has {} headers of {header_bytes} bytes; the core reads at most {MAX_HEADERS} headers of {MAX_HEADER_BYTES} bytes",
+                req.headers().len()
+            ),
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
     let latency_ms = started.elapsed().as_millis() as u64;
     if let Some(ErrorBody(code, body)) = res.extensions_mut().remove::<ErrorBody>() {
         let mut body = body;
@@ -254,7 +295,7 @@ fn admin_actor(claims: &Claims, rid: &RequestId) -> Actor {
 }
 
 /// Reads a JSON body of at most [`MAX_BODY_BYTES`].
-async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
@@ -267,7 +308,7 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             Code::PayloadTooLarge,
@@ -298,6 +339,15 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
         })
 }
 
+/// Most request headers the API reads (the listener lets up to 4x through, so the refusal is
+/// this envelope rather than the HTTP parser's bare 431).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of request headers the API reads.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
+/// Most problems an `invalid_manifest` answer lists (the message counts them all).
+const MAX_PROBLEMS: usize = 100;
+
 /// What a registration is allowed: by its token, or by the admin's config (static plugins).
 pub(crate) struct Grant<'a> {
     /// The plugin it registers.
@@ -320,6 +370,17 @@ pub(crate) fn admit(
     // 3. schema and rules, every problem
     let report = manifest::validate(manifest);
     let m = report.into_result().map_err(|problems| {
+        // Messages quote the offending values: bounded, so a huge value is not echoed back.
+        let clip = |t: &str, max: usize| -> String {
+            if t.len() <= max {
+                return t.to_string();
+            }
+            let mut end = max;
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}... ({} bytes)", &t[..end], t.len())
+        };
         ApiError::new(
             Code::InvalidManifest,
             format!("the manifest is invalid: {} problem(s)", problems.len()),
@@ -327,7 +388,8 @@ pub(crate) fn admit(
         .with_details(
             problems
                 .iter()
-                .map(|p| json!({"path": p.path, "message": p.message}))
+                .take(MAX_PROBLEMS)
+                .map(|p| json!({"path": clip(&p.path, 300), "message": clip(&p.message, 500)}))
                 .collect(),
         )
     })?;
@@ -503,7 +565,7 @@ async fn register_inner(
     state.limiter.check(
         &format!("addr:{}", peer.ip()),
         limits.per_address_per_minute,
-        "from this address",
+        "registrations from this address",
     )?;
     // 1. token
     let claims = state.keys.validate(bearer(&headers)?, AUD_REGISTER, |j| {
@@ -512,7 +574,7 @@ async fn register_inner(
     state.limiter.check(
         &format!("token:{}", claims.jti),
         limits.per_token_per_minute,
-        "with this token",
+        "registrations with this token",
     )?;
     // 2. size
     let req: RegisterBody = json_body(&headers, body).await?;
@@ -579,7 +641,7 @@ async fn list_plugins(
 async fn get_plugin(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     let rec = state.registry.get(&name).ok_or_else(|| {
@@ -598,7 +660,7 @@ async fn disable_plugin(
     State(state): State<AppState>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let claims = admin(&state, &headers)?;
@@ -621,7 +683,7 @@ async fn enable_plugin(
     State(state): State<AppState>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let claims = admin(&state, &headers)?;
     let rec = state
@@ -635,7 +697,7 @@ async fn accept_remote(
     State(state): State<AppState>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let claims = admin(&state, &headers)?;
     let rec = state
@@ -650,7 +712,7 @@ async fn delete_plugin(
     State(state): State<AppState>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let claims = admin(&state, &headers)?;
     state
@@ -683,7 +745,33 @@ async fn mint_token(
     body: Body,
 ) -> Result<Response, ApiError> {
     let claims = admin(&state, &headers)?;
-    let b: MintBody = json_body(&headers, body).await?;
+    let raw: Value = json_body(&headers, body).await?;
+    // A field given as null, or one that does not apply to the kind of token asked for, is an
+    // error rather than silently ignored.
+    if let Some(map) = raw.as_object() {
+        if let Some((k, _)) = map.iter().find(|(_, v)| v.is_null()) {
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                format!("\"{k}\" is null; leave it out instead"),
+            ));
+        }
+        if map.get("admin") == Some(&json!(true))
+            && let Some(k) = ["plugin", "capabilities", "namespace"]
+                .into_iter()
+                .find(|k| map.contains_key(*k))
+        {
+            return Err(ApiError::new(
+                Code::InvalidRequest,
+                format!("\"{k}\" does not apply to an admin token"),
+            ));
+        }
+    }
+    let b: MintBody = serde_json::from_value(raw).map_err(|e| {
+        ApiError::new(
+            Code::InvalidRequest,
+            format!("the request body is not the expected JSON: {e}"),
+        )
+    })?;
     let ttl = b
         .ttl
         .as_deref()
@@ -755,7 +843,7 @@ async fn revoke_token(
     State(state): State<AppState>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    Path(jti): Path<String>,
+    ApiPath(jti): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let claims = admin(&state, &headers)?;
     if jti.is_empty()
@@ -788,7 +876,13 @@ async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            format!("limit must be 1-1000, got {limit}; page with nextBefore"),
+        ));
+    }
     let items = state
         .registry
         .audit(AuditQuery {
@@ -924,133 +1018,36 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ShellReport {
-    plugin: String,
-    version: String,
-    #[serde(default)]
-    ok: bool,
-    #[serde(default)]
-    stage: Option<String>,
-    #[serde(default)]
-    message: String,
-}
-
-async fn shell_report(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    axum::Extension(rid): axum::Extension<RequestId>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<StatusCode, ApiError> {
-    state.limiter.check(
-        &format!("report:{}", peer.ip()),
-        60,
-        "reports from this address",
-    )?;
-    let r: ShellReport = json_body(&headers, body).await?;
-    let message: String = format!(
-        "{}{}",
-        r.stage.map(|s| format!("{s}: ")).unwrap_or_default(),
-        if r.ok {
-            "loaded".to_string()
-        } else {
-            r.message
-        }
-    )
-    .chars()
-    .take(2000)
-    .collect();
-    let actor = Actor {
-        who: "shell".into(),
-        request_id: Some(rid.0),
-    };
-    state
-        .registry
-        .report_ui(&r.plugin, &r.version, r.ok, &message, &actor)
-        .await?;
-    Ok(StatusCode::ACCEPTED)
-}
-
 async fn shell_page(State(state): State<AppState>) -> Response {
     shell::page(&state.config.shell.remote_origins)
-}
-
-/// A browser's CSP violation report (`application/csp-report`, or the Reporting API's JSON).
-async fn csp_report(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    state.limiter.check(
-        &format!("csp:{}", peer.ip()),
-        120,
-        "reports from this address",
-    )?;
-    let bytes = read_body(&headers, body).await?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::new(Code::InvalidRequest, format!("not a CSP report: {e}")))?;
-    let reports: Vec<&Value> = match &v {
-        Value::Array(items) => items.iter().map(|i| i.get("body").unwrap_or(i)).collect(),
-        other => vec![other.get("csp-report").unwrap_or(other)],
-    };
-    for r in reports {
-        let blocked = r
-            .get("blocked-uri")
-            .or_else(|| r.get("blockedURL"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let directive = r
-            .get("violated-directive")
-            .or_else(|| r.get("effectiveDirective"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let source = r
-            .get("source-file")
-            .or_else(|| r.get("sourceFile"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        // Only names of known plugins become labels, so reports cannot grow the series: a
-        // file under /plugins/<name>/ (blocked, or the script that tried), else a plugin whose
-        // own service has the blocked URL's origin.
-        let plugin = [blocked, source]
-            .into_iter()
-            .filter_map(shell::plugin_of)
-            .find(|n| state.registry.get(n).is_some())
-            .map(str::to_string)
-            .or_else(|| {
-                let o = shell::origin(blocked)?;
-                state
-                    .registry
-                    .list()
-                    .into_iter()
-                    .find(|p| {
-                        [&p.current.backend_url, &p.current.remote_url]
-                            .into_iter()
-                            .any(|u| shell::origin(u) == Some(o))
-                    })
-                    .map(|p| p.name)
-            })
-            .unwrap_or_else(|| "unknown".to_string());
-        tracing::warn!(plugin = %plugin, blocked = %blocked.chars().take(300).collect::<String>(), directive = %directive.chars().take(100).collect::<String>(), "content security policy violation");
-        state
-            .metrics
-            .csp_violations
-            .get_or_create(&PluginLabels { plugin })
-            .inc();
-    }
-    Ok(shell::no_content())
 }
 
 // === assets ===
 
 async fn asset(
     State(state): State<AppState>,
-    Path((name, version, path)): Path<(String, String, String)>,
+    ApiPath((name, version, path)): ApiPath<(String, String, String)>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The path as sent: an encoded character (`sub%2fx.js`) would otherwise reach the checks
+    // below already decoded.
+    if uri.path().contains('%') {
+        return Err(ApiError::new(
+            Code::PathNotAllowed,
+            "encoded characters are not allowed in remote file paths",
+        ));
+    }
+    let content_type = assets::allowed_type(&path).ok_or_else(|| {
+        ApiError::new(
+            Code::FileTypeNotAllowed,
+            format!(
+                "\"{}\" is not a file type a remote needs; the core serves only {}",
+                path.chars().take(200).collect::<String>(),
+                assets::ALLOWED_EXTENSIONS
+            ),
+        )
+    })?;
     let path = assets::safe_path(&path)
         .ok_or_else(|| {
             ApiError::new(
@@ -1094,7 +1091,7 @@ async fn asset(
         return Ok(asset_response(
             StatusCode::NOT_MODIFIED,
             Body::empty(),
-            &path,
+            content_type,
             &etag,
         ));
     }
@@ -1127,7 +1124,7 @@ async fn asset(
     Ok(asset_response(
         StatusCode::OK,
         Body::from(bytes),
-        &path,
+        content_type,
         &etag,
     ))
 }
@@ -1171,16 +1168,22 @@ async fn remote_entry(
     Ok(bytes)
 }
 
-/// A remote file's response: the types a remote needs, revalidated by the browser on every
-/// use (`no-cache` with a strong ETag), since a file's URL does not change when a plugin
-/// rebuilds its UI under the same version.
-fn asset_response(status: StatusCode, body: Body, path: &str, etag: &str) -> Response {
+/// A remote file's response: one of the types a remote needs, under a policy that keeps it from
+/// running as a page, revalidated by the browser on every use (`no-cache` with a strong ETag),
+/// since a file's URL does not change when a plugin rebuilds its UI under the same version.
+fn asset_response(
+    status: StatusCode,
+    body: Body,
+    content_type: &'static str,
+    etag: &str,
+) -> Response {
     let mut res = Response::new(body);
     *res.status_mut() = status;
     let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(assets::content_type(path)),
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(assets::FILE_CSP),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(etag) {

@@ -128,7 +128,41 @@ pub fn safe_path(path: &str) -> Option<&str> {
     ok.then_some(path)
 }
 
-pub use tessera_sdk::mime::content_type;
+/// The content type of a remote file the core serves, by extension: only what a Module
+/// Federation remote needs (scripts, styles, JSON and source maps, WebAssembly, fonts, raster
+/// images). Anything else, HTML and SVG above all, could run as a page on the core's origin:
+/// `None`, and the core refuses it.
+pub fn allowed_type(path: &str) -> Option<&'static str> {
+    let (stem, ext) = path.rsplit('/').next()?.rsplit_once('.')?;
+    if stem.is_empty() {
+        return None;
+    }
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "wasm" => "application/wasm",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        _ => return None,
+    })
+}
+
+/// The extensions [`allowed_type`] accepts, for messages.
+pub const ALLOWED_EXTENSIONS: &str =
+    "js, mjs, css, json, map, wasm, woff, woff2, ttf, otf, png, jpg, jpeg, gif, webp, avif, ico";
+
+/// The policy every remote file is served with: whatever it is, it never runs as a page (no
+/// script, no plugins, a sandboxed origin) and cannot be framed.
+pub const FILE_CSP: &str = "default-src 'none'; sandbox; frame-ancestors 'none'";
 
 #[cfg(test)]
 mod tests {
@@ -151,6 +185,7 @@ mod tests {
             assert!(safe_path(bad).is_none(), "{bad:?}");
         }
         for ok in ["remoteEntry.js", "chunks/123.js", "a.b.c/d-e_f.css"] {
+            assert!(allowed_type(ok).is_some(), "{ok:?}");
             assert_eq!(safe_path(ok), Some(ok));
         }
     }
@@ -168,5 +203,19 @@ mod tests {
         assert!(c.get("big").is_none());
         c.forget("p");
         assert!(c.get("p/a").is_none() && c.get("q/c").is_some());
+    }
+
+    #[test]
+    fn only_the_types_a_remote_needs_are_served() {
+        for ok in [
+            "a.js", "b.MJS", "c.css", "d.json", "e.js.map", "f.wasm", "g.woff2", "h.png",
+        ] {
+            assert!(allowed_type(ok).is_some(), "{ok}");
+        }
+        for bad in [
+            "x.html", "x.htm", "x.svg", "x.xml", "x.txt", "README", "x.js/", ".js", "x.",
+        ] {
+            assert_eq!(allowed_type(bad), None, "{bad}");
+        }
     }
 }

@@ -246,6 +246,14 @@ impl Keys {
                 format!("token algorithm \"{alg}\" is not allowed; tokens are EdDSA"),
             ));
         }
+        // RFC 7515 4.1.11: a recipient must refuse a token whose `crit` names extensions it
+        // does not understand; this core understands none.
+        if header.get("crit").is_some() {
+            return Err(ApiError::new(
+                Code::TokenMalformed,
+                "the token's header has \"crit\" parameters this core does not understand",
+            ));
+        }
         match header.get("kid").and_then(|k| k.as_str()) {
             Some(kid) if kid == self.kid => {}
             other => {
@@ -297,6 +305,12 @@ impl Keys {
             };
             ApiError::new(code, msg)
         })?;
+        if audience == AUD_ADMIN && data.claims.exp.is_none() {
+            return Err(ApiError::new(
+                Code::TokenMalformed,
+                "an admin token must expire (exp); mint one with tessera token issue --admin",
+            ));
+        }
         if revoked(&data.claims.jti) {
             return Err(ApiError::new(
                 Code::TokenRevoked,

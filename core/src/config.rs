@@ -23,6 +23,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// The remote-asset cache.
     pub assets: AssetsConfig,
+    /// Connection hygiene of the API listener.
+    pub server: ServerConfig,
     /// The web shell.
     pub shell: ShellConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
@@ -141,6 +143,7 @@ impl Default for Config {
             url_policy: UrlPolicyConfig::default(),
             rate_limit: RateLimitConfig::default(),
             assets: AssetsConfig::default(),
+            server: ServerConfig::default(),
             shell: ShellConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
@@ -245,6 +248,38 @@ impl Default for AssetsConfig {
     }
 }
 
+/// How the API listener treats connections, so that idle or slow clients cannot hold the
+/// core's file descriptors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Seconds a client has to send a request's headers, and that a keep-alive connection may
+    /// wait idle for its next request.
+    pub header_read_timeout_seconds: f64,
+    /// Most open connections (event streams included); capped further by the process's
+    /// open-file limit, less a reserve for the prober and the store.
+    pub max_connections: usize,
+    /// Most open connections from one client address.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout_seconds: 10.0,
+            max_connections: 16_384,
+            max_connections_per_client: 1_024,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The header-read (and keep-alive idle) timeout.
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.header_read_timeout_seconds)
+    }
+}
+
 impl Config {
     /// Reads a config file (YAML or JSON), refusing unknown fields and impossible values.
     pub fn from_file(path: &Path) -> Result<Config, String> {
@@ -280,6 +315,17 @@ impl Config {
                     "shell.remoteOrigins: \"{o}\" is not an origin (scheme://host[:port])"
                 ));
             }
+        }
+        let sv = &self.server;
+        if !(sv.header_read_timeout_seconds.is_finite()
+            && (0.1..=3600.0).contains(&sv.header_read_timeout_seconds))
+        {
+            return Err("server.headerReadTimeoutSeconds must be between 0.1 and 3600".into());
+        }
+        if sv.max_connections == 0 || sv.max_connections_per_client == 0 {
+            return Err(
+                "server.maxConnections and maxConnectionsPerClient must be at least 1".into(),
+            );
         }
         if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0
         {

@@ -43,9 +43,11 @@ codes! {
     TokenNotYetValid = "token_not_yet_valid", UNAUTHORIZED;
     TokenRevoked = "token_revoked", UNAUTHORIZED;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
+    HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
     InvalidRequest = "invalid_request", BAD_REQUEST;
     InvalidManifest = "invalid_manifest", BAD_REQUEST;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
+    OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;
     IncompatibleCore = "incompatible_core", UNPROCESSABLE_ENTITY;
     UrlNotAllowed = "url_not_allowed", BAD_REQUEST;
@@ -55,10 +57,12 @@ codes! {
     NotFound = "not_found", NOT_FOUND;
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
     PathNotAllowed = "path_not_allowed", BAD_REQUEST;
+    FileTypeNotAllowed = "file_type_not_allowed", FORBIDDEN;
     PluginNotReady = "plugin_not_ready", SERVICE_UNAVAILABLE;
     UpstreamFailed = "upstream_failed", BAD_GATEWAY;
     NotReady = "not_ready", SERVICE_UNAVAILABLE;
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;
+    TooManyConnections = "too_many_connections", SERVICE_UNAVAILABLE;
     Internal = "internal", INTERNAL_SERVER_ERROR;
 }
 

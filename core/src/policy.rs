@@ -18,6 +18,9 @@ const METADATA_HOSTS: &[&str] = &[
     "instance-data.ec2.internal",
 ];
 
+/// Longest plugin URL accepted.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// Why a URL was refused: the rule it broke, for the error's message and details.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -48,7 +51,32 @@ pub fn check(
         rule,
         message,
     };
+    // Refused as sent, before a parser tidies them away: the URL is stored and shown as given.
+    if url.len() > MAX_URL_BYTES {
+        return Err(Refusal {
+            url: url.chars().take(200).collect::<String>() + "...",
+            rule: "syntax",
+            message: format!("the URL is longer than {MAX_URL_BYTES} bytes"),
+        });
+    }
+    if let Some(c) = url
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '\\')
+    {
+        return Err(refuse(
+            "syntax",
+            format!(
+                "the URL holds {c:?}; write it without spaces, control characters or backslashes"
+            ),
+        ));
+    }
     let parsed = Url::parse(url).map_err(|e| refuse("syntax", format!("not a URL: {e}")))?;
+    if parsed.port() == Some(0) {
+        return Err(refuse(
+            "syntax",
+            "port 0 is not a port a service listens on".to_string(),
+        ));
+    }
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(refuse(
             "scheme",
@@ -187,17 +215,47 @@ pub fn is_link_local(ip: &IpAddr) -> bool {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => {
             (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_link_local())
+                || embedded_v4(v6).is_some_and(|v4| v4.is_link_local())
         }
     }
+}
+
+/// The IPv4 address an IPv6 address carries and reaches: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`, `64:ff9b:1::/48`) and 6to4
+/// (`2002:a.b.c.d::`).
+fn embedded_v4(v6: &std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+        return Some(low);
+    }
+    // NAT64: the well-known prefix 64:ff9b::/96 and the local-use 64:ff9b:1::/48.
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1) {
+        return Some(low);
+    }
+    if s[0] == 0x2002 {
+        return Some(std::net::Ipv4Addr::new(
+            (s[1] >> 8) as u8,
+            s[1] as u8,
+            (s[2] >> 8) as u8,
+            s[2] as u8,
+        ));
+    }
+    None
 }
 
 fn is_metadata_ip(ip: &IpAddr) -> bool {
     match ip {
         // Alibaba Cloud's metadata service lives outside link-local space.
         IpAddr::V4(v4) => v4.octets() == [100, 100, 100, 200],
-        // AWS's IPv6 metadata endpoint.
-        IpAddr::V6(v6) => v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254],
+        // AWS's IPv6 metadata endpoint, and IPv4 metadata addresses embedded in IPv6.
+        IpAddr::V6(v6) => {
+            v6.segments() == [0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254]
+                || embedded_v4(v6).is_some_and(|v4| v4.octets() == [100, 100, 100, 200])
+        }
     }
 }
 
@@ -327,5 +385,41 @@ mod tests {
             "ok"
         );
         assert_eq!(in_cluster("http://a.b.svc/", &custom, None), "cluster");
+    }
+
+    #[test]
+    fn link_local_hidden_in_ipv6_forms_is_refused_even_when_allowlisted() {
+        let mut p = local();
+        p.allow_hosts = vec![
+            "::a9fe:a9fe".into(),
+            "64:ff9b::a9fe:a9fe".into(),
+            "2002:a9fe:a9fe::".into(),
+            "::ffff:a9fe:a9fe".into(),
+        ];
+        for bad in [
+            "http://[::a9fe:a9fe]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[2002:a9fe:a9fe::]/",
+            "http://[::ffff:169.254.169.254]/",
+        ] {
+            assert_eq!(rule(bad, &p), "link-local", "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_refused_as_sent_not_as_a_parser_tidies_them() {
+        for bad in [
+            "http://127.0.0.1:7001/\n",
+            "http://127.0.0.1:7001\\@evil.example/",
+            "http://127.0.0.1:0/",
+            " http://127.0.0.1:7001/",
+        ] {
+            assert_eq!(rule(bad, &local()), "syntax", "{bad:?}");
+        }
+        let long = format!("http://127.0.0.1:7001/{}", "a".repeat(MAX_URL_BYTES));
+        let r = check(&long, &local(), None).unwrap_err();
+        assert_eq!(r.rule, "syntax");
+        assert!(r.url.len() < 300);
     }
 }

@@ -157,6 +157,24 @@ pub async fn run(
                 metrics
                     .probe_duration
                     .observe(outcome.latency_ms as f64 / 1000.0);
+                // A round the core could not even attempt (no descriptor left) says nothing
+                // about the plugin: it is not counted, and the next round decides.
+                let local = [outcome.ready.as_ref().err(), outcome.remote.as_ref().err()]
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m.contains(NO_DESCRIPTORS));
+                if local {
+                    metrics
+                        .probe_failures
+                        .get_or_create(&ReasonLabels {
+                            reason: "CoreOutOfDescriptors".to_string(),
+                        })
+                        .inc();
+                    tracing::warn!(plugin = %t.name, "probe round skipped: the core has no file descriptor left");
+                    drop(permit);
+                    let _ = done.send(t.name);
+                    return;
+                }
                 let failed = match (&outcome.ready, &outcome.remote) {
                     (Err(_), _) => Some("ReadinessProbeFailed"),
                     (_, Err(_)) => Some("RemoteEntryUnreachable"),
@@ -247,8 +265,12 @@ pub async fn probe_once(
     }
 }
 
+/// Marks a failure of the core's own: it could not open a socket (EMFILE/ENFILE).
+pub const NO_DESCRIPTORS: &str = "the core has no file descriptor left";
+
 /// GETs a URL, expecting 2xx, reading at most `limit` bytes.
 pub async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<Bytes, String> {
+    let describe = |e: reqwest::Error| describe(url, &e);
     let mut res = client.get(url).send().await.map_err(describe)?;
     let status = res.status();
     if status.is_redirection() {
@@ -274,15 +296,24 @@ pub async fn get(client: &reqwest::Client, url: &str, limit: usize) -> Result<By
     Ok(body.freeze())
 }
 
-fn describe(e: reqwest::Error) -> String {
-    let url = e.url().map(|u| u.to_string()).unwrap_or_default();
+/// A failed fetch of `url`, for people: what failed, never an empty URL.
+fn describe(url: &str, e: &reqwest::Error) -> String {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(23 | 24))
+        {
+            return format!("GET {url}: {NO_DESCRIPTORS} ({io})");
+        }
+        src = s.source();
+    }
     if e.is_timeout() {
         format!("GET {url}: timed out")
     } else if e.is_connect() {
         format!("GET {url}: connection failed")
     } else {
         let mut msg = format!("GET {url}: {e}");
-        let mut src = std::error::Error::source(&e);
+        let mut src = std::error::Error::source(e);
         while let Some(s) = src {
             msg.push_str(&format!(": {s}"));
             src = s.source();

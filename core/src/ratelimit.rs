@@ -44,9 +44,7 @@ impl RateLimiter {
             let wait = ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64;
             let mut e = ApiError::new(
                 Code::RateLimited,
-                format!(
-                    "too many requests {what} (limit {per_minute} a minute); retry in {wait} s"
-                ),
+                format!("too many {what} (limit {per_minute} a minute); retry in {wait} s"),
             );
             e.retry_after = Some(wait);
             Err(e)

@@ -2,7 +2,6 @@
 //! stops cleanly on SIGTERM or SIGINT (stop accepting, close live streams, stop probes, finish
 //! in-flight requests).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -119,21 +118,20 @@ pub async fn run(config: Config) -> Result<(), String> {
                 .max(std::time::Duration::from_secs(10)),
         ),
         shutdown: shutdown_rx,
-        metrics,
+        metrics: metrics.clone(),
     };
     tracing::info!(%addr, state = %place, plugins = registry.list().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.
     println!("listening on http://{addr}");
 
-    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: closing live streams, stopping probes");
-            let _ = shutdown_tx.send(true);
-        })
-        .await
-        .map_err(|e| format!("server error: {e}"));
+    let limits =
+        crate::listener::Limits::from_config(&config.server, config.probe.concurrency + 128);
+    crate::listener::serve(listener, api::router(state), limits, metrics, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing live streams, stopping probes");
+        let _ = shutdown_tx.send(true);
+    })
+    .await;
     let _ = prober.await;
     publisher.abort();
     for task in [watcher.take(), secrets.take(), declared.take()]
@@ -147,7 +145,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), e).await;
     }
     tracing::info!("stopped");
-    result
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -84,6 +84,11 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     /// Content-Security-Policy violations reported by shells, by plugin.
     pub csp_violations: Family<PluginLabels, Counter>,
+    /// Open connections on the API listener.
+    pub connections_open: Gauge,
+    /// Connections refused or failed at accept, by reason (`global`, `per_client`,
+    /// `accept_error`).
+    pub connections_shed: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,6 +171,18 @@ impl Metrics {
             "Content-Security-Policy violations reported by shells, by plugin (unknown when the blocked URL names none)",
             csp_violations.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open connections on the API listener (event streams included)",
+            connections_open.clone(),
+        );
+        let connections_shed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_shed",
+            "Connections refused over a cap (global, per_client) or failed at accept (accept_error)",
+            connections_shed.clone(),
+        );
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -186,6 +203,8 @@ impl Metrics {
             asset_bytes,
             sse_clients,
             csp_violations,
+            connections_open,
+            connections_shed,
         }
     }
 

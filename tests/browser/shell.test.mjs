@@ -179,6 +179,34 @@ test('titles render as text and undeclared script origins are blocked', async ()
   });
 });
 
+test('an HTML or SVG file from a plugin never runs as a page on the core\'s origin', async () => {
+  const { core, page } = await setup();
+  const pwn = '<script>document.title="pwned";alert(1)</script>';
+  const fake = await startFake(core, 'pagey', {
+    title: 'Pagey',
+    remoteJs: 'var plugin_pagey={init:function(){},get:function(m){return Promise.resolve(function(){return {mount:function(el){el.textContent="pagey panel"}}})}};',
+    files: { 'x.html': `<html><head><title>plugin page</title></head><body>${pwn}</body></html>`, 'x.svg': `<svg xmlns="http://www.w3.org/2000/svg" onload="alert(2)"><script>document.title="pwned"</script></svg>` },
+  });
+  cleanups.push(() => fake.close());
+  let dialog = false;
+  page.on('dialog', (d) => { dialog = true; d.dismiss(); });
+  for (const file of ['x.html', 'x.svg']) {
+    const res = await page.goto(`${core.url}/plugins/pagey/1.0.0/${file}`);
+    assert.equal(res.status(), 403, file);
+    assert.equal(res.headers()['content-type'], 'application/json');
+    assert.match(await page.locator('body').innerText(), /file_type_not_allowed/);
+    assert.notEqual(await page.title(), 'pwned', file);
+    // Refused before the core fetched anything from the plugin.
+    assert.equal(fake.requests.get(`/mf/1.0.0/${file}`) ?? 0, 0, file);
+  }
+  // The remote's own script, opened as a page, is shown, not run, under a sandboxing policy.
+  const res = await page.goto(`${core.url}/plugins/pagey/1.0.0/remoteEntry.js`);
+  assert.equal(res.status(), 200);
+  assert.match(res.headers()['content-security-policy'], /sandbox/);
+  await page.waitForTimeout(300);
+  assert.equal(dialog, false);
+});
+
 test('a CDN origin declared by the admin is in the policy', async () => {
   const { core } = await setup('shell:\n  remoteOrigins: ["https://cdn.example.com"]\n');
   const res = await fetch(core.url + '/');

@@ -21,6 +21,8 @@ pub struct Core {
     stderr_log: PathBuf,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The open-file limit the process starts with (`prlimit`), when set.
+    nofile: Option<u64>,
 }
 
 /// A fresh, empty folder under the system temp dir.
@@ -66,6 +68,28 @@ impl Core {
             stderr_log: data_dir.join("core.log"),
             extra_args: Vec::new(),
             env: Vec::new(),
+            nofile: None,
+        };
+        core.spawn();
+        core
+    }
+
+    /// Starts a core with `config` whose open-file limit is `nofile` (util-linux `prlimit`),
+    /// as an operator's `ulimit -n` would set it.
+    pub fn start_with_open_file_limit(config: &str, nofile: u64) -> Core {
+        let data_dir = temp_dir("core-nofile");
+        let cfg = data_dir.join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        let mut core = Core {
+            child: None,
+            listen: "127.0.0.1:0".to_string(),
+            url: String::new(),
+            data_dir: data_dir.clone(),
+            config: cfg,
+            stderr_log: data_dir.join("core.log"),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            nofile: Some(nofile),
         };
         core.spawn();
         core
@@ -95,6 +119,7 @@ impl Core {
                 ("KUBECONFIG".into(), kubeconfig.display().to_string()),
                 ("POD_NAME".into(), pod.into()),
             ],
+            nofile: None,
         };
         core.spawn();
         core
@@ -106,7 +131,15 @@ impl Core {
             .append(true)
             .open(&self.stderr_log)
             .expect("log file");
-        let mut child = Command::new(tessera_bin())
+        let mut cmd = match self.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(tessera_bin());
+                c
+            }
+            None => Command::new(tessera_bin()),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", &self.listen, "--data-dir"])
             .arg(&self.data_dir)
             .arg("--config")

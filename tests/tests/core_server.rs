@@ -983,6 +983,8 @@ async fn bad_requests_get_the_envelope_never_a_panic() {
         ),
         (
             c.post(format!("{}/api/shell/reports", core.url))
+                // What the shell\'s own fetch sends.
+                .header("sec-fetch-site", "same-origin")
                 .json(&json!({"plugin": "ghost", "version": "1.0.0", "message": "boom"})),
             404,
             "plugin_not_found",
@@ -1030,6 +1032,8 @@ async fn shell_reports_become_the_ui_loaded_condition() {
     .await;
     let res = http()
         .post(format!("{}/api/shell/reports", core.url))
+            // What the shell\'s own fetch sends.
+            .header("sec-fetch-site", "same-origin")
         .json(&json!({"plugin": "canvas", "version": "1.0.0", "ok": false, "stage": "mount", "message": "TypeError: x is undefined"}))
         .send()
         .await

@@ -369,6 +369,8 @@ async fn concurrent_writes_from_both_replicas_lose_no_update_on(k: Cluster) {
         );
         let report = http()
             .post(format!("{}/api/shell/reports", b.url))
+            // What the shell\'s own fetch sends.
+            .header("sec-fetch-site", "same-origin")
             .json(&json!({"plugin": "canvas", "version": "1.0.0", "ok": ok, "stage": "mount", "message": format!("round {round}")}))
             .send();
         let ((s1, b1), r2) = tokio::join!(disable, report);
