@@ -787,6 +787,14 @@ async fn mint_token(
                     format!("plugin \"{plugin}\" is not a valid plugin name"),
                 ));
             }
+            if let Some(ns) = b.namespace.as_deref()
+                && !manifest::is_plugin_name(ns)
+            {
+                return Err(ApiError::new(
+                    Code::InvalidRequest,
+                    format!("namespace \"{ns}\" is not a Kubernetes namespace name"),
+                ));
+            }
             let caps = b
                 .capabilities
                 .iter()
@@ -876,6 +884,20 @@ async fn audit(
 ) -> Result<Json<Value>, ApiError> {
     admin(&state, &headers)?;
     let Query(q) = q.map_err(|e| ApiError::new(Code::InvalidRequest, e.body_text()))?;
+    if let Some(p) = q.plugin.as_deref()
+        && !manifest::is_plugin_name(p)
+    {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "plugin must be a plugin name (lowercase letters, digits and '-', at most 63)",
+        ));
+    }
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(ApiError::new(
+            Code::InvalidRequest,
+            "before must be an event id (1 or more)",
+        ));
+    }
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(
@@ -1032,7 +1054,13 @@ async fn asset(
 ) -> Result<Response, ApiError> {
     // The path as sent: an encoded character (`sub%2fx.js`) would otherwise reach the checks
     // below already decoded.
-    if uri.path().contains('%') {
+    // (Only the file path: a version's `+` may arrive as `%2B`.)
+    if uri
+        .path()
+        .splitn(5, '/')
+        .nth(4)
+        .is_some_and(|p| p.contains('%'))
+    {
         return Err(ApiError::new(
             Code::PathNotAllowed,
             "encoded characters are not allowed in remote file paths",

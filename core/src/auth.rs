@@ -360,6 +360,9 @@ pub fn new_jti() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Longest token lifetime: 100 years (expiry dates stay four-digit years).
+pub const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
+
 /// Parses durations such as `90d`, `12h`, `30m`, `45s`.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -377,6 +380,11 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .filter(|&t| t > 0)
         .ok_or_else(|| format!("\"{s}\" must be a positive duration"))
+        .and_then(|t| {
+            (t <= MAX_TTL_SECS)
+                .then_some(t)
+                .ok_or_else(|| format!("\"{s}\" is longer than 100 years"))
+        })
 }
 
 #[cfg(test)]

@@ -98,7 +98,13 @@ fn the_compose_harness_follows_the_compose_specification() {
 #[test]
 fn the_shell_scripts_are_shellcheck_clean() {
     let shellcheck = tessera_tests::tool("shellcheck", "SHELLCHECK", "shellcheck");
-    for f in ["kind/e2e.sh", "scripts/test", ".ci/run", "bench/run"] {
+    for f in [
+        "kind/e2e.sh",
+        "scripts/test",
+        ".ci/run",
+        "bench/run",
+        "tests/attack/schemathesis.sh",
+    ] {
         let out = Command::new(&shellcheck)
             .arg(repo_root().join(f))
             .output()
