@@ -82,6 +82,10 @@ pub struct Timing {
 /// State in Kubernetes objects.
 pub struct KubeStore {
     client: kube::Client,
+    /// The client the watch uses: without the client's own retries of 429/503/504, whose
+    /// growing delays (up to minutes) would hold a replica's resync long after an API-server
+    /// outage ends; the watch loop retries with its own short, capped backoff instead.
+    watch_client: kube::Client,
     namespace: String,
     handle: tokio::runtime::Handle,
     timing: Timing,
@@ -119,7 +123,11 @@ impl KubeStore {
             .await
             .map_err(|e| format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
         let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let mut watch_config = config.clone();
+        watch_config.default_retry = false;
         let client = kube::Client::try_from(config)
+            .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+        let watch_client = kube::Client::try_from(watch_config)
             .map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
         let identity = std::env::var("POD_NAME")
             .ok()
@@ -130,6 +138,7 @@ impl KubeStore {
             });
         Ok(KubeStore {
             client,
+            watch_client,
             namespace,
             handle: tokio::runtime::Handle::current(),
             timing,
@@ -470,9 +479,11 @@ impl KubeStore {
         let me = self.clone();
         tokio::spawn(async move {
             let cfg = watcher::Config::default().labels(&format!("{MANAGED_BY}=tessera"));
-            let mut stream = std::pin::pin!(watcher::watcher(me.configmaps(), cfg));
+            let api = Api::namespaced(me.watch_client.clone(), &me.namespace);
+            let mut stream = std::pin::pin!(watcher::watcher(api, cfg));
             let mut relisted: Option<HashSet<String>> = None;
             let mut backoff = Duration::from_millis(200);
+            // Retried with a backoff capped at 2 s: after an outage, replicas resync within it.
             while let Some(ev) = stream.next().await {
                 let ev = match ev {
                     Ok(ev) => {
@@ -482,7 +493,7 @@ impl KubeStore {
                     Err(e) => {
                         tracing::warn!(error = %e, "watch on plugin ConfigMaps failed; retrying");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
                         continue;
                     }
                 };
