@@ -247,7 +247,9 @@ fn embedded_v4(v6: &std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
     None
 }
 
-fn is_metadata_ip(ip: &IpAddr) -> bool {
+/// Whether an address is a cloud metadata service outside link-local space (Alibaba Cloud's,
+/// AWS's IPv6 one), also in its IPv6 embeddings.
+pub fn is_metadata_ip(ip: &IpAddr) -> bool {
     match ip {
         // Alibaba Cloud's metadata service lives outside link-local space.
         IpAddr::V4(v4) => v4.octets() == [100, 100, 100, 200],

@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ProbeConfig;
-use crate::policy::is_link_local;
+use crate::policy::{is_link_local, is_metadata_ip};
 use crate::registry::{ProbeOutcome, ProbeTarget, Registry};
 use crate::telemetry::{Metrics, ReasonLabels};
 
@@ -37,7 +37,8 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// Resolves names, dropping link-local answers (DNS rebinding towards metadata services).
+/// Resolves names, dropping link-local and metadata answers (DNS rebinding towards metadata
+/// services).
 struct GuardedResolver;
 
 impl reqwest::dns::Resolve for GuardedResolver {
@@ -46,7 +47,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
             let host = name.as_str().to_string();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| !is_link_local(&a.ip()))
+                .filter(|a| !is_link_local(&a.ip()) && !is_metadata_ip(&a.ip()))
                 .collect();
             if addrs.is_empty() {
                 return Err(format!("{host} resolves to no address the core may reach").into());

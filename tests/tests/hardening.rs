@@ -127,6 +127,36 @@ async fn idle_sockets_cannot_stop_the_core_or_withdraw_plugins() {
     assert!(core.log().contains("too many connections"));
 }
 
+/// Past the global cap every new connection gets the 503 envelope and is closed; once the
+/// holders go, the core answers again.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_global_cap_connections_are_refused_then_served_again() {
+    let core = Core::start(&fast_config("server:\n  maxConnections: 20\n"));
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(addr(&core)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(addr(&core)).await.unwrap();
+    let (bytes, closed) = read_to_close(&mut extra, Duration::from_secs(2)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(closed, "over the global cap but left open");
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.contains("as many connections open as it allows"),
+        "{text}"
+    );
+    drop(held);
+    within(Duration::from_secs(3), "served again", || async {
+        http()
+            .get(format!("{}/healthz", core.url))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
 /// Nothing sent, half a request line, and a keep-alive connection after its response: each
 /// is closed by the core within the header-read timeout.
 #[tokio::test(flavor = "multi_thread")]
@@ -267,6 +297,10 @@ async fn shell_reports_come_only_from_the_cores_own_pages() {
     assert_eq!(res.status(), 202);
     let v = plugin(&core, &admin, "hello").await;
     assert_eq!(condition(&v, "UiLoaded")["reason"], "UiLoadFailed", "{v}");
+    // A report changes that condition and nothing else: the plugin stays Ready and listed.
+    assert_eq!(v["state"], "Ready", "{v}");
+    assert_eq!(condition(&v, "Ready")["reason"], "Passed", "{v}");
+    assert_eq!(remotes(&core).await.len(), 1);
     // Violation reports from another site are refused too.
     let res = http()
         .post(format!("{}/api/shell/csp-reports", core.url))
