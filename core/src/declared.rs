@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::api::{Grant, admit};
+use crate::admit::{Grant, admit};
 use crate::config::{Config, PluginEntry};
 use crate::model::ManifestJson;
 use crate::registry::{Actor, Registration, Registry};

@@ -127,7 +127,7 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The request id is filled in by the middleware that set it (`api::envelope_request_id`).
+        // The request id is filled in by the middleware that set it (`api::middleware::request_id`).
         let mut res = (self.code.status(), axum::Json(self.body(None))).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())

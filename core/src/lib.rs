@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admit;
 pub mod api;
 pub mod assets;
 pub mod auth;
