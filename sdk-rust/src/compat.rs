@@ -10,7 +10,9 @@ use std::fmt;
 
 use semver::Version;
 
-use crate::manifest::Compat;
+use serde_json::Value;
+
+use crate::manifest::{Compat, Problem};
 use crate::range::Range;
 
 /// The version of the plugin API this core offers (what `compat.core` must include). 2.0.0
@@ -107,6 +109,34 @@ impl fmt::Display for CompatMiss {
             self.version
         )
     }
+}
+
+/// Compatibility problems of a manifest document that may be invalid otherwise (what `tessera
+/// plugin validate` prints with the rest): every `compat` range that parses is checked against
+/// `versions`, each miss a problem at its field's pointer.
+pub fn problems(doc: &Value, versions: &Versions) -> Vec<Problem> {
+    let fields = [
+        (CompatField::Core, &versions.core),
+        (CompatField::BackendSdk, &versions.backend_sdk),
+        (CompatField::FrontendSdk, &versions.frontend_sdk),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(field, version)| {
+            let range = Range::parse(doc.pointer(field.pointer())?.as_str()?).ok()?;
+            (!range.matches(version)).then(|| {
+                let miss = CompatMiss {
+                    field,
+                    range: range.as_str().to_string(),
+                    version: version.clone(),
+                };
+                Problem {
+                    path: field.pointer().to_string(),
+                    message: miss.to_string(),
+                }
+            })
+        })
+        .collect()
 }
 
 /// Checks every `compat` range against `versions`; an empty result means compatible.

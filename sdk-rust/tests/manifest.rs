@@ -181,7 +181,7 @@ fn compat_core_is_required_and_ranges_must_parse() {
     assert!(msg.starts_with("invalid range \"~>\""), "{msg}");
     // Compatibility is judged apart from validity.
     assert!(problems_with("/compat/core", json!(">=2.1 <3.0")).is_empty());
-    let misses = manifest::compat_problems(
+    let misses = compat::problems(
         &json!({"compat": {"core": ">=2.1 <3.0"}}),
         &Versions::default(),
     );

@@ -116,7 +116,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
         ..Versions::default()
     };
     findings.extend(
-        manifest::compat_problems(&doc.value, &versions)
+        compat::problems(&doc.value, &versions)
             .into_iter()
             .map(in_manifest),
     );

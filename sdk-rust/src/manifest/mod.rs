@@ -29,8 +29,7 @@ pub use source::{
     too_large,
 };
 pub use validate::{
-    Problem, Report, compat_problems, is_plugin_name, schema, validate, validate_document,
-    validate_value_against,
+    Problem, Report, is_plugin_name, schema, validate, validate_document, validate_value_against,
 };
 
 /// The manifest schema (`schemas/plugin.schema.json`), as shipped in this crate.

@@ -543,31 +543,6 @@ pub fn is_plugin_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// Compatibility problems of a document that may be invalid otherwise: every `compat` range
-/// that parses is checked against `versions`, so an author sees these with the rest.
-pub fn compat_problems(doc: &Value, versions: &crate::compat::Versions) -> Vec<Problem> {
-    use crate::compat::{CompatField, CompatMiss};
-    let fields = [
-        (CompatField::Core, &versions.core),
-        (CompatField::BackendSdk, &versions.backend_sdk),
-        (CompatField::FrontendSdk, &versions.frontend_sdk),
-    ];
-    fields
-        .into_iter()
-        .filter_map(|(field, version)| {
-            let range = Range::parse(doc.pointer(field.pointer())?.as_str()?).ok()?;
-            (!range.matches(version)).then(|| {
-                let miss = CompatMiss {
-                    field,
-                    range: range.as_str().to_string(),
-                    version: version.clone(),
-                };
-                Problem::new(field.pointer(), miss.to_string())
-            })
-        })
-        .collect()
-}
-
 fn items<'a>(doc: &'a Value, pointer: &str) -> &'a [Value] {
     doc.pointer(pointer)
         .and_then(Value::as_array)
