@@ -56,7 +56,7 @@ impl AssetCache {
 
     /// A cached file.
     pub fn get(&self, key: &str) -> Option<Bytes> {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         inner.clock += 1;
         let clock = inner.clock;
         inner.files.get_mut(key).map(|(b, used)| {
@@ -71,7 +71,7 @@ impl AssetCache {
         if size > self.max_bytes {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         inner.clock += 1;
         let clock = inner.clock;
         if let Some((old, _)) = inner.files.insert(key, (bytes, clock)) {
@@ -96,7 +96,7 @@ impl AssetCache {
     /// Drops every file of a plugin.
     pub fn forget(&self, plugin: &str) {
         let prefix = format!("{plugin}/");
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = crate::sync::lock(&self.inner);
         let gone: Vec<String> = inner
             .files
             .keys()

@@ -114,15 +114,28 @@ impl Default for KubernetesConfig {
 
 impl KubernetesConfig {
     /// The timings as durations.
-    pub fn timing(&self) -> crate::store::kube::Timing {
+    pub fn timing(&self) -> Timing {
         let d = |s: f64| std::time::Duration::from_secs_f64(s);
-        crate::store::kube::Timing {
+        Timing {
             api_timeout: d(self.api_timeout_seconds),
             lease: d(self.lease_seconds),
             renew: d(self.renew_seconds),
             retry: d(self.retry_seconds),
         }
     }
+}
+
+/// Timing of the Kubernetes store (from [`KubernetesConfig`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Bound on every API call.
+    pub api_timeout: std::time::Duration,
+    /// How long a Lease holds without renewal.
+    pub lease: std::time::Duration,
+    /// How often the leader renews.
+    pub renew: std::time::Duration,
+    /// How often a follower tries to acquire.
+    pub retry: std::time::Duration,
 }
 
 /// The reference web shell.

@@ -144,3 +144,20 @@ impl IntoResponse for ApiError {
 /// add `requestId` and logs and metrics can name the code.
 #[derive(Clone, Debug)]
 pub struct ErrorBody(pub Code, pub Value);
+
+/// The domain's refusals, mapped to codes here and nowhere else.
+impl From<tessera_lifecycle::Refusal> for ApiError {
+    fn from(r: tessera_lifecycle::Refusal) -> ApiError {
+        use tessera_lifecycle::Refusal;
+        let message = r.to_string();
+        match r {
+            Refusal::NotFound { .. } => ApiError::new(Code::PluginNotFound, message),
+            Refusal::ContributionConflict(c) => ApiError::new(Code::ContributionConflict, message)
+                .with_details(vec![json!({
+                    "kind": c.kind, "value": c.value, "plugin": c.plugin,
+                    "conflictsWith": c.owner, "conflictsWithVersion": c.owner_version,
+                })]),
+            Refusal::Invalid(_) => ApiError::new(Code::Internal, message),
+        }
+    }
+}

@@ -28,4 +28,5 @@ pub mod reports;
 pub mod serve;
 pub mod shell;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -77,7 +77,7 @@ struct ClientSlot {
 
 impl PerClient {
     fn take(table: &Arc<PerClient>, ip: IpAddr, max: usize) -> Option<ClientSlot> {
-        let mut map = table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&table.0);
         let n = map.entry(ip).or_insert(0);
         if *n >= max {
             return None;
@@ -92,7 +92,7 @@ impl PerClient {
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        let mut map = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.table.0);
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -27,7 +27,7 @@ impl RateLimiter {
         let cap = f64::from(per_minute.max(1));
         let rate = cap / 60.0;
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut buckets = crate::sync::lock(&self.buckets);
         if buckets.len() >= MAX_KEYS {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < cap);
         }

@@ -8,84 +8,62 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::assets::AssetCache;
-use crate::auth::Keys;
 use crate::config::Config;
-use crate::config::StoreKind;
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Registry, Thresholds};
-use crate::store::Store;
-use crate::store::kube::KubeStore;
-use crate::store::sqlite::SqliteStore;
-
-/// File name of the SQLite database in the data dir.
-pub const DB_FILE: &str = "tessera.db";
+use crate::shell::list::ShellList;
+use crate::store::Upkeep;
 
 /// Runs the server until a shutdown signal.
+///
+/// A new surface adds its line here (its background task, if it has one) and one in
+/// `api::router` (its routes); see ARCHITECTURE.md.
 pub async fn run(config: Config) -> Result<(), String> {
-    let (keys, store, kube, place): (Keys, Arc<dyn Store>, Option<Arc<KubeStore>>, String) =
-        match config.store {
-            StoreKind::Sqlite => {
-                let keys = Keys::load_or_create(&config.data_dir)
-                    .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
-                let db = config.data_dir.join(DB_FILE);
-                let store =
-                    SqliteStore::open(&db).map_err(|e| format!("store {}: {e}", db.display()))?;
-                (keys, Arc::new(store), None, db.display().to_string())
-            }
-            StoreKind::Kubernetes => {
-                let store = Arc::new(
-                    KubeStore::connect(
-                        config.kubernetes.namespace.clone(),
-                        config.kubernetes.timing(),
-                    )
-                    .await?,
-                );
-                let pem = store
-                    .signing_key()
-                    .await
-                    .map_err(|e| format!("signing key: {e}"))?;
-                let keys = Keys::from_pem(&pem).map_err(|e| {
-                    format!(
-                        "Secret {}: not an Ed25519 key: {e}",
-                        crate::store::kube::SIGNING_SECRET
-                    )
-                })?;
-                let place = format!("namespace {}", store.namespace());
-                (keys, store.clone(), Some(store), place)
-            }
-        };
+    let opened = crate::store::open(&config).await?;
+    let place = opened.place.clone();
     let thresholds = Thresholds {
         success: config.probe.success_threshold,
         failure: config.probe.failure_threshold,
     };
+    // The shell list is fed by the registry's commits.
+    let shell = Arc::new(ShellList::default());
+    let observers: Vec<Arc<dyn crate::registry::Observer>> = vec![shell.clone()];
     // Loading may call the Kubernetes API, which blocks: off the async workers.
-    let registry = tokio::task::spawn_blocking(move || Registry::load(store, thresholds))
-        .await
-        .map_err(|e| format!("loading state: {e}"))?
-        .map_err(|e| format!("loading state from {place}: {e}"))?;
-    let publisher = registry.spawn_publisher();
+    let store = opened.store;
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::load(store, thresholds, observers))
+            .await
+            .map_err(|e| format!("loading state: {e}"))?
+            .map_err(|e| format!("loading state from {place}: {e}"))?;
+    let publisher = shell.spawn_publisher();
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Only the leader probes (and so writes state transitions); without Kubernetes this
-    // replica is the only one.
-    let (leading_tx, leading_rx) = watch::channel(kube.is_none());
-    let keys = Arc::new(keys);
+    let keys = Arc::new(opened.keys);
     let shared_config = Arc::new(config.clone());
-    let (mut watcher, mut election, mut secrets, mut declared) = (None, None, None, None);
-    if let Some(k) = &kube {
-        watcher = Some(k.spawn_watch(registry.clone()));
-        election = Some(k.spawn_leader_election(leading_tx, shutdown_rx.clone()));
-        declared = Some(crate::declared::spawn(
+    let replication = opened.coordination.start(Upkeep {
+        keys: keys.clone(),
+        plugins: config.plugins.clone(),
+        shutdown: shutdown_rx.clone(),
+    });
+    // What other replicas write reaches this replica's index in order.
+    let mut external = replication.external;
+    let feeder = {
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            while let Some(change) = external.recv().await {
+                registry.apply_external(change).await;
+            }
+        })
+    };
+    let leading_rx = replication.leading.clone();
+    let mut tasks = replication.tasks;
+    tasks.push(feeder);
+    if replication.clustered {
+        tasks.push(crate::declared::spawn(
             registry.clone(),
             shared_config.clone(),
             crate::probe::client(config.probe.timeout()),
             leading_rx.clone(),
-        ));
-        secrets = Some(k.spawn_token_secrets(
-            config.plugins.clone(),
-            keys.clone(),
-            leading_rx.clone(),
-            std::time::Duration::from_secs(30),
         ));
         // A follower's readiness does not wait for probes it does not run.
         let _ = probed_tx.send(true);
@@ -106,6 +84,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let state = AppState {
         registry: registry.clone(),
+        shell,
         keys: keys.clone(),
         config: shared_config,
         probed: probed_rx,
@@ -120,7 +99,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown_rx,
         metrics: metrics.clone(),
     };
-    tracing::info!(%addr, state = %place, plugins = registry.list().len(), "tessera core listening");
+    tracing::info!(%addr, state = %opened.place, plugins = registry.index().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.
     println!("listening on http://{addr}");
 
@@ -134,14 +113,11 @@ pub async fn run(config: Config) -> Result<(), String> {
     .await;
     let _ = prober.await;
     publisher.abort();
-    for task in [watcher.take(), secrets.take(), declared.take()]
-        .into_iter()
-        .flatten()
-    {
+    for task in tasks {
         task.abort();
     }
     // The election releases the Lease on shutdown, so another replica leads at once.
-    if let Some(e) = election.take() {
+    if let Some(e) = replication.election {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), e).await;
     }
     tracing::info!("stopped");

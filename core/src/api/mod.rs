@@ -38,6 +38,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     /// The index and the only writer of state.
     pub registry: Arc<Registry>,
+    /// The shell list's bytes, fed by the registry's commits.
+    pub shell: Arc<crate::shell::list::ShellList>,
     /// Token authority.
     pub keys: Arc<Keys>,
     /// Configuration in force.

@@ -13,7 +13,7 @@ use super::AppState;
 use crate::shell;
 
 pub(super) async fn shell_remotes(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let snap = state.registry.shell();
+    let snap = state.shell.current();
     // Browsers send Accept-Encoding: gzip; the compressed bytes were built with the list.
     let gzip = accepts_gzip(&headers);
     let etag_text = if gzip {
@@ -70,7 +70,7 @@ pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 pub(super) async fn shell_events(State(state): State<AppState>) -> Response {
-    let mut rx = state.registry.subscribe();
+    let mut rx = state.shell.subscribe();
     let mut shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
     // Every stream sends the snapshot's prebuilt event bytes by reference: a change costs one

@@ -338,8 +338,9 @@ pub(crate) fn record_offline(
     claims: &auth::Claims,
     by: &str,
 ) -> Result<(), String> {
-    let store = crate::store::sqlite::SqliteStore::open(&data_dir.join(crate::serve::DB_FILE))
-        .map_err(|e| e.to_string())?;
+    let store =
+        crate::store::sqlite::SqliteStore::open(&data_dir.join(crate::store::sqlite::DB_FILE))
+            .map_err(|e| e.to_string())?;
     let now = crate::model::now_rfc3339();
     let token = claims.issued(by);
     let event = crate::model::AuditEvent {

@@ -7,6 +7,11 @@
 //! (a CDN); no inline script, no eval; the page cannot be framed. Violations are reported to
 //! `/api/shell/csp-reports`, counted in metrics, and attributed to a plugin when the blocked URL
 //! names one.
+//!
+//! [`list`] keeps the shell list's bytes (JSON, gzip, ETag, server-sent event), fed by the
+//! registry's commits.
+
+pub mod list;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};

@@ -1,5 +1,10 @@
 //! Persistence behind one trait, so the registry does not care where state lives: SQLite
-//! everywhere (this module's `sqlite`), Kubernetes objects in a cluster (a later backend).
+//! everywhere (`sqlite`), Kubernetes objects in a cluster (`kube`).
+//!
+//! Beside persistence, a store says how this replica stands among others ([`Coordination`]):
+//! with SQLite it is alone and always leads; with Kubernetes a Lease elects the leader and a
+//! watch reports what other replicas wrote ([`External`]), which `serve` feeds into the
+//! registry. [`open`] picks the store the configuration names.
 //!
 //! Every write is one transaction that carries its audit events with it: a change and the record
 //! of who made it are committed together or not at all, and a write is acknowledged only after
@@ -8,6 +13,13 @@
 pub mod kube;
 pub mod sqlite;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::Keys;
+use crate::config::{Config, PluginEntry, StoreKind};
 use crate::model::{AuditEvent, IssuedToken, PluginRecord};
 
 /// What a store failed at.
@@ -85,4 +97,138 @@ pub trait Store: Send + Sync + 'static {
     fn tokens(&self) -> Result<Vec<IssuedToken>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A change another replica made, seen through the store's watch. Applied by the registry's
+/// writer in order with local writes, never written again.
+pub enum External {
+    /// A record as another writer left it (`None`: deleted). `newer` runs on the writer, in
+    /// order, and says whether it is newer than what this replica holds (an echo of a local
+    /// write, or an event older than it, is not).
+    Record {
+        /// The plugin.
+        name: String,
+        /// Its record now.
+        record: Option<Box<PluginRecord>>,
+        /// Whether to apply it.
+        newer: Box<dyn Fn() -> bool + Send + Sync>,
+    },
+    /// After a re-list: every plugin not named here was deleted while unwatched; `forget` is
+    /// called for each one removed.
+    Present {
+        /// The plugins that exist.
+        names: HashSet<String>,
+        /// Forgets the store's revision of a removed plugin.
+        forget: Box<dyn Fn(&str) + Send + Sync>,
+    },
+    /// Token ids another replica revoked.
+    Revoked(Vec<String>),
+}
+
+/// What leader-only upkeep needs.
+pub struct Upkeep {
+    /// Signs registration tokens the leader keeps in Secrets.
+    pub keys: Arc<Keys>,
+    /// Plugins the admin declares.
+    pub plugins: Vec<PluginEntry>,
+    /// Flips to `true` at shutdown (the leader then gives its Lease up).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How this replica stands among others, once coordination started.
+pub struct Replication {
+    /// `true` while this replica leads: only the leader probes (and so writes transitions).
+    pub leading: watch::Receiver<bool>,
+    /// What other replicas changed, in order (`serve` feeds it into the registry).
+    pub external: mpsc::Receiver<External>,
+    /// Whether other replicas may exist: a follower's readiness does not wait for probes it
+    /// does not run, and the leader declares the configured plugins.
+    pub clustered: bool,
+    /// Background tasks, stopped at shutdown.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Ends after `shutdown` flips, once the Lease (if held) is released: awaited, not aborted.
+    pub election: Option<tokio::task::JoinHandle<()>>,
+    /// Keeps a constant `leading` channel open.
+    _alone: Option<watch::Sender<bool>>,
+}
+
+impl Replication {
+    /// A replica alone: it always leads, nobody else writes.
+    pub fn alone() -> Replication {
+        let (tx, leading) = watch::channel(true);
+        let (_, external) = mpsc::channel(1);
+        Replication {
+            leading,
+            external,
+            clustered: false,
+            tasks: Vec::new(),
+            election: None,
+            _alone: Some(tx),
+        }
+    }
+
+    /// A replica among others, with its election and watch running.
+    pub fn among_others(
+        leading: watch::Receiver<bool>,
+        external: mpsc::Receiver<External>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        election: tokio::task::JoinHandle<()>,
+    ) -> Replication {
+        Replication {
+            leading,
+            external,
+            clustered: true,
+            tasks,
+            election: Some(election),
+            _alone: None,
+        }
+    }
+}
+
+/// The seam between `serve` and the store's way of sharing state with other replicas.
+pub trait Coordination: Send {
+    /// Starts leader election, the watch and the leader's upkeep (nothing for a replica alone).
+    fn start(self: Box<Self>, upkeep: Upkeep) -> Replication;
+}
+
+/// A replica alone (SQLite).
+#[derive(Debug)]
+pub struct Alone;
+
+impl Coordination for Alone {
+    fn start(self: Box<Self>, _: Upkeep) -> Replication {
+        Replication::alone()
+    }
+}
+
+/// A store, opened as the configuration says.
+pub struct Opened {
+    /// Where state is persisted.
+    pub store: Arc<dyn Store>,
+    /// The signing keys (a file beside SQLite; a Secret in Kubernetes).
+    pub keys: Keys,
+    /// Where, for logs and errors.
+    pub place: String,
+    /// How this replica will stand among others.
+    pub coordination: Box<dyn Coordination>,
+}
+
+/// Opens the store the configuration names, with its signing keys.
+pub async fn open(config: &Config) -> Result<Opened, String> {
+    match config.store {
+        StoreKind::Sqlite => {
+            let keys = Keys::load_or_create(&config.data_dir)
+                .map_err(|e| format!("signing key in {}: {e}", config.data_dir.display()))?;
+            let db = config.data_dir.join(sqlite::DB_FILE);
+            let store = sqlite::SqliteStore::open(&db)
+                .map_err(|e| format!("store {}: {e}", db.display()))?;
+            Ok(Opened {
+                store: Arc::new(store),
+                keys,
+                place: db.display().to_string(),
+                coordination: Box::new(Alone),
+            })
+        }
+        StoreKind::Kubernetes => kube::open(config).await,
+    }
 }

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+/// File name of the SQLite database in the data dir.
+pub const DB_FILE: &str = "tessera.db";
+
 use super::{AuditQuery, Change, Loaded, Store, StoreError};
 use crate::model::{AuditEvent, IssuedToken, PluginRecord, now_rfc3339};
 
