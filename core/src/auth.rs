@@ -363,6 +363,73 @@ pub fn new_jti() -> String {
 /// Longest token lifetime: 100 years (expiry dates stay four-digit years).
 pub const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
 
+/// How long an admin token lives when its minter names no lifetime (admin tokens always
+/// expire).
+pub const ADMIN_TOKEN_TTL_SECS: u64 = 12 * 3600;
+
+/// What a registration token grants, checked once for every way of minting one (the admin
+/// API, `tessera token issue|rotate`, the leader's token Secrets): a plugin name, the
+/// namespace its URLs must live in (cluster mode), and known capabilities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The plugin the token registers.
+    pub plugin: String,
+    /// Capabilities granted.
+    pub capabilities: Vec<Capability>,
+    /// Namespace the plugin's URLs must live in.
+    pub namespace: Option<String>,
+}
+
+impl Grant {
+    /// Checks a grant; blank capability entries are skipped. The error says which part is
+    /// wrong and what is allowed.
+    pub fn new(
+        plugin: &str,
+        capabilities: &[impl AsRef<str>],
+        namespace: Option<&str>,
+    ) -> Result<Grant, String> {
+        if !tessera_sdk::manifest::is_plugin_name(plugin) {
+            return Err(format!(
+                "plugin \"{plugin}\" is not a valid plugin name (lowercase letters, digits and '-', at most 63)"
+            ));
+        }
+        if let Some(ns) = namespace
+            && !tessera_sdk::names::is_dns_label(ns)
+        {
+            return Err(format!(
+                "namespace \"{ns}\" is not a Kubernetes namespace name"
+            ));
+        }
+        let capabilities = capabilities
+            .iter()
+            .map(|c| c.as_ref().trim())
+            .filter(|c| !c.is_empty())
+            .map(|c| Capability::parse(c).map_err(|e| format!("capabilities: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Grant {
+            plugin: plugin.to_string(),
+            capabilities,
+            namespace: namespace.map(String::from),
+        })
+    }
+}
+
+impl Keys {
+    /// Mints a registration token for a checked grant.
+    pub fn issue_grant(
+        &self,
+        grant: &Grant,
+        ttl_secs: Option<u64>,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        self.issue_registration(
+            &grant.plugin,
+            &grant.capabilities,
+            grant.namespace.clone(),
+            ttl_secs,
+        )
+    }
+}
+
 /// Parses durations such as `90d`, `12h`, `30m`, `45s`.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
     let s = s.trim();

@@ -406,13 +406,7 @@ impl Config {
 
 /// A Kubernetes namespace name (an RFC 1123 label).
 fn is_namespace(ns: &str) -> bool {
-    !ns.is_empty()
-        && ns.len() <= 63
-        && ns
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !ns.starts_with('-')
-        && !ns.ends_with('-')
+    tessera_sdk::names::is_dns_label(ns)
 }
 
 #[cfg(test)]

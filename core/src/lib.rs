@@ -24,7 +24,6 @@ pub mod policy;
 pub mod probe;
 pub mod ratelimit;
 pub mod registry;
-pub mod reports;
 pub mod serve;
 pub mod shell;
 pub mod store;

@@ -11,26 +11,6 @@ use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::model::State;
 
-/// Labels of HTTP metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Route template (`/api/plugins/{name}`), or `unmatched`.
-    pub route: String,
-    /// Status code.
-    pub status: u16,
-}
-
-/// Labels of HTTP durations.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    /// HTTP method.
-    pub method: String,
-    /// Route template.
-    pub route: String,
-}
-
 /// One label: an outcome, a state or a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -62,10 +42,8 @@ pub struct ReasonLabels {
 /// Every metric the core exports.
 pub struct Metrics {
     registry: PromRegistry,
-    /// Requests by method, route and status.
-    pub http_requests: Family<HttpLabels, Counter>,
-    /// Request durations by method and route.
-    pub http_duration: Family<RouteLabels, Histogram>,
+    /// `tessera_http_requests_total` and `tessera_http_request_duration_seconds`.
+    pub http: tessera_sdk::http_metrics::HttpMetrics,
     /// Registrations by outcome.
     pub registrations: Family<OutcomeLabels, Counter>,
     /// Plugins by state (set at scrape time from the index).
@@ -107,20 +85,7 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let mut registry = PromRegistry::with_prefix("tessera");
-        let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by method, route template and status",
-            http_requests.clone(),
-        );
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request durations by method and route template",
-            http_duration.clone(),
-        );
+        let http = tessera_sdk::http_metrics::HttpMetrics::register(&mut registry, "");
         let registrations = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "registrations",
@@ -192,8 +157,7 @@ impl Metrics {
         }
         Metrics {
             registry,
-            http_requests,
-            http_duration,
+            http,
             registrations,
             plugins,
             probe_duration,

@@ -18,12 +18,17 @@
 
 pub mod capability;
 pub mod compat;
+#[cfg(feature = "metrics")]
+pub mod http_metrics;
 pub mod manifest;
 pub mod mime;
+pub mod names;
 pub mod prometheus_text;
 pub mod range;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
 pub mod time;
 
 pub use capability::Capability;

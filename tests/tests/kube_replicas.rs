@@ -184,18 +184,9 @@ impl Cluster {
     }
 }
 
+/// Registers `name` at version 1.0.0, served by `p`.
 async fn register(core: &Core, token: &str, name: &str, p: &TestPlugin) -> (StatusCode, Value) {
-    let res = http()
-        .post(format!("{}/api/plugins/register", core.url))
-        .bearer_auth(token)
-        .json(
-            &json!({"manifest": manifest(name, "1.0.0"), "backendUrl": p.url, "remoteUrl": p.remote_url()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    let s = res.status();
-    (s, res.json().await.unwrap_or(Value::Null))
+    tessera_tests::client::register(core, token, &manifest(name, "1.0.0"), p).await
 }
 
 async fn listed(core: &Core) -> Vec<String> {

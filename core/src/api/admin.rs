@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tessera_sdk::capability::Capability;
 use tessera_sdk::manifest;
 
 use super::{AdminActor, ApiPath, AppState, json_body};
@@ -150,31 +149,13 @@ pub(super) async fn mint_token(
         .transpose()
         .map_err(|e| ApiError::new(Code::InvalidRequest, format!("ttl: {e}")))?;
     let signed = match (b.admin, b.plugin) {
-        (true, None) => state.keys.issue_admin(ttl.unwrap_or(12 * 3600)),
+        (true, None) => state
+            .keys
+            .issue_admin(ttl.unwrap_or(auth::ADMIN_TOKEN_TTL_SECS)),
         (false, Some(plugin)) => {
-            if !manifest::is_plugin_name(&plugin) {
-                return Err(ApiError::new(
-                    Code::InvalidRequest,
-                    format!("plugin \"{plugin}\" is not a valid plugin name"),
-                ));
-            }
-            if let Some(ns) = b.namespace.as_deref()
-                && !manifest::is_plugin_name(ns)
-            {
-                return Err(ApiError::new(
-                    Code::InvalidRequest,
-                    format!("namespace \"{ns}\" is not a Kubernetes namespace name"),
-                ));
-            }
-            let caps = b
-                .capabilities
-                .iter()
-                .map(|c| Capability::parse(c))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApiError::new(Code::InvalidRequest, e.to_string()))?;
-            state
-                .keys
-                .issue_registration(&plugin, &caps, b.namespace, ttl)
+            let grant = auth::Grant::new(&plugin, &b.capabilities, b.namespace.as_deref())
+                .map_err(|e| ApiError::new(Code::InvalidRequest, e))?;
+            state.keys.issue_grant(&grant, ttl)
         }
         _ => {
             return Err(ApiError::new(
@@ -301,4 +282,18 @@ pub(super) fn view(state: &AppState, rec: &PluginRecord) -> Value {
         "updatedAt": rec.updated_at,
         "manifest": rec.current.manifest,
     })
+}
+
+/// The admin endpoints.
+pub(super) fn routes() -> axum::Router<AppState> {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/api/plugins", get(list_plugins))
+        .route("/api/plugins/{name}", get(get_plugin).delete(delete_plugin))
+        .route("/api/plugins/{name}/disable", post(disable_plugin))
+        .route("/api/plugins/{name}/enable", post(enable_plugin))
+        .route("/api/plugins/{name}/accept-remote", post(accept_remote))
+        .route("/api/tokens", get(list_tokens).post(mint_token))
+        .route("/api/tokens/{jti}/revoke", post(revoke_token))
+        .route("/api/audit", get(audit))
 }

@@ -182,3 +182,11 @@ pub(super) fn asset_response(
     }
     res
 }
+
+/// Remote files, through the core.
+pub(super) fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/plugins/{name}/{version}/{*path}",
+        axum::routing::get(asset),
+    )
+}

@@ -11,7 +11,6 @@ use serde_json::json;
 use super::{AppState, MAX_HEADER_BYTES, MAX_HEADERS, RequestId};
 use crate::auth::{self};
 use crate::error::{ApiError, Code, ErrorBody};
-use crate::telemetry::{HttpLabels, RouteLabels};
 
 /// Gives every request an id (the caller's `X-Request-Id` when it is sane), echoes it, puts it
 /// in error envelopes, logs the request, and sets the security headers every response carries.
@@ -78,23 +77,12 @@ pub(super) async fn request_id(
     } else {
         "unmatched".to_string()
     };
-    state
-        .metrics
-        .http_requests
-        .get_or_create(&HttpLabels {
-            method: method.to_string(),
-            route: route_label.clone(),
-            status: res.status().as_u16(),
-        })
-        .inc();
-    state
-        .metrics
-        .http_duration
-        .get_or_create(&RouteLabels {
-            method: method.to_string(),
-            route: route_label,
-        })
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.http.observe(
+        method.as_str(),
+        &route_label,
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     let h = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         h.insert("x-request-id", v);

@@ -9,6 +9,7 @@ mod admin;
 mod assets;
 mod middleware;
 mod register;
+mod reports;
 mod shell;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -122,42 +123,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/api/plugins/register", post(register::register))
-        .route("/api/plugins", get(admin::list_plugins))
-        .route(
-            "/api/plugins/{name}",
-            get(admin::get_plugin).delete(admin::delete_plugin),
-        )
-        .route("/api/plugins/{name}/disable", post(admin::disable_plugin))
-        .route("/api/plugins/{name}/enable", post(admin::enable_plugin))
-        .route(
-            "/api/plugins/{name}/accept-remote",
-            post(admin::accept_remote),
-        )
-        .route(
-            "/api/tokens",
-            get(admin::list_tokens).post(admin::mint_token),
-        )
-        .route("/api/tokens/{jti}/revoke", post(admin::revoke_token))
-        .route("/api/audit", get(admin::audit))
-        .route("/api/shell/remotes", get(shell::shell_remotes))
-        .route("/api/shell/events", get(shell::shell_events))
-        .route("/api/shell/reports", post(crate::reports::shell_report))
-        .route("/plugins/{name}/{version}/{*path}", get(assets::asset))
-        .route("/", get(shell::shell_page))
-        .route(
-            "/shell/shell.js",
-            get(|| async {
-                crate::shell::asset(crate::shell::SHELL_JS, "text/javascript; charset=utf-8")
-            }),
-        )
-        .route(
-            "/shell/shell.css",
-            get(|| async {
-                crate::shell::asset(crate::shell::SHELL_CSS, "text/css; charset=utf-8")
-            }),
-        )
-        .route("/api/shell/csp-reports", post(crate::reports::csp_report))
+        .merge(register::routes())
+        .merge(admin::routes())
+        .merge(shell::routes())
+        .merge(reports::routes())
+        .merge(assets::routes())
+        // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

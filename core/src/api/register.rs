@@ -117,3 +117,8 @@ pub(super) async fn register_inner(
     };
     Ok((status, Json(view(&state, &out.record))).into_response())
 }
+
+/// The registration endpoint.
+pub(super) fn routes() -> axum::Router<AppState> {
+    axum::Router::new().route("/api/plugins/register", axum::routing::post(register))
+}

@@ -134,3 +134,20 @@ where
 pub(super) async fn shell_page(State(state): State<AppState>) -> Response {
     shell::page(&state.config.shell.remote_origins)
 }
+
+/// The shell's page, script, styles, list and event stream.
+pub(super) fn routes() -> axum::Router<AppState> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/", get(shell_page))
+        .route(
+            "/shell/shell.js",
+            get(|| async { shell::asset(shell::SHELL_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/shell/shell.css",
+            get(|| async { shell::asset(shell::SHELL_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/api/shell/remotes", get(shell_remotes))
+        .route("/api/shell/events", get(shell_events))
+}

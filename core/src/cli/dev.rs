@@ -79,13 +79,16 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
             None,
             None,
         )
-        .and_then(|plugin| keys.issue_admin(12 * 3600).map(|admin| (plugin, admin)));
+        .and_then(|plugin| {
+            keys.issue_admin(crate::auth::ADMIN_TOKEN_TTL_SECS)
+                .map(|admin| (plugin, admin))
+        });
     let ((plugin_token, plugin_claims), (admin_token, admin_claims)) = match minted {
         Ok(t) => t,
         Err(e) => return fail(format!("minting tokens: {e}")),
     };
     for claims in [&plugin_claims, &admin_claims] {
-        if let Err(e) = super::token::record_offline(&a.data_dir, claims, "cli:dev") {
+        if let Err(e) = super::keys::record_offline(&a.data_dir, claims, "cli:dev") {
             return fail(format!("recording the dev tokens: {e}"));
         }
     }
@@ -105,13 +108,7 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
         data_dir: a.data_dir.clone(),
         ..Config::default()
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        // Store writes are serialized; a few blocking threads are plenty, and each idle one
-        // would keep its own allocator arena.
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime(super::Runtime::Server) {
         Ok(rt) => rt,
         Err(e) => return fail(format!("runtime: {e}")),
     };

@@ -2,17 +2,14 @@
 //! list, revoke and rotate tokens through a running core's admin API (or, in a cluster, in the
 //! plugins' token Secrets).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
-use tessera_sdk::Capability;
 
-use super::runtime;
-use crate::auth::{self, Keys};
-use crate::store::Store;
-use crate::store::kube::KubeStore;
+use super::{Runtime, keys, runtime};
+use crate::auth;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokenCommand {
@@ -140,18 +137,6 @@ pub(crate) struct IssueArgs {
     k8s_namespace: Option<String>,
 }
 
-async fn kube_store(namespace: Option<String>) -> Result<std::sync::Arc<KubeStore>, String> {
-    let timing = crate::config::KubernetesConfig::default().timing();
-    Ok(std::sync::Arc::new(
-        KubeStore::connect(namespace, timing).await?,
-    ))
-}
-
-async fn cluster_keys(store: &KubeStore) -> Result<Keys, String> {
-    let pem = store.signing_key().await?;
-    Keys::from_pem(&pem).map_err(|e| format!("the signing key Secret holds no Ed25519 key: {e}"))
-}
-
 pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
     let a = match cmd {
         TokenCommand::Issue(a) => a,
@@ -162,83 +147,37 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
         }
         TokenCommand::Rotate(r) => return rotate(r),
     };
-    let cluster = match &a.core_namespace {
-        Some(ns) => match runtime().and_then(|rt| {
-            rt.block_on(async {
-                let store = kube_store(Some(ns.clone())).await?;
-                cluster_keys(&store).await
-            })
-        }) {
-            Ok(keys) => Some(keys),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let keys = match cluster {
-        Some(k) => k,
-        None => {
-            let key_file = a.data_dir.join(auth::KEY_FILE);
-            if !a.init && !key_file.is_file() {
-                eprintln!(
-                    "error: {} holds no signing key ({} is missing). Pass the core's --data-dir \
-                     (`tessera serve` uses .tessera, `make run` .tessera-dev), or --init to \
-                     create a key for a new core.",
-                    a.data_dir.display(),
-                    key_file.display()
-                );
-                return ExitCode::from(2);
-            }
-            match Keys::load_or_create(&a.data_dir) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("error: signing key in {}: {e}", a.data_dir.display());
-                    return ExitCode::from(2);
-                }
-            }
+    let keys = match keys::for_minting(a.core_namespace.as_deref(), &a.data_dir, a.init) {
+        Ok(k) => k,
+        Err((e, code)) => {
+            eprintln!("error: {e}");
+            return code;
         }
     };
     let signed = if a.admin {
-        keys.issue_admin(a.ttl.unwrap_or(12 * 3600))
+        keys.issue_admin(a.ttl.unwrap_or(auth::ADMIN_TOKEN_TTL_SECS))
     } else {
         let name = a.plugin.unwrap_or_default();
-        if !tessera_sdk::manifest::is_plugin_name(&name) {
-            eprintln!(
-                "error: --plugin \"{name}\" is not a plugin name (lowercase letters, digits and '-')"
-            );
-            return ExitCode::from(2);
-        }
-        let mut caps = Vec::new();
-        for c in a
-            .capabilities
-            .iter()
-            .map(|c| c.trim())
-            .filter(|c| !c.is_empty())
-        {
-            match Capability::parse(c) {
-                Ok(c) => caps.push(c),
-                Err(e) => {
-                    eprintln!("error: --capabilities: {e}");
-                    return ExitCode::from(2);
-                }
+        match auth::Grant::new(&name, &a.capabilities, a.namespace.as_deref()) {
+            Ok(grant) => keys.issue_grant(&grant, a.ttl),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
             }
         }
-        keys.issue_registration(&name, &caps, a.namespace, a.ttl)
     };
     match signed {
         Ok((token, claims)) => {
             if a.core_namespace.is_none()
-                && let Err(e) = record_offline(&a.data_dir, &claims, "cli")
+                && let Err(e) = keys::record_offline(&a.data_dir, &claims, "cli")
             {
                 eprintln!("error: recording the token in the token list: {e}");
                 return ExitCode::FAILURE;
             }
             if let (Some(secret), Some(ns)) = (&a.k8s_secret, &a.k8s_namespace) {
-                let written = runtime().and_then(|rt| {
+                let written = runtime(Runtime::Client).and_then(|rt| {
                     rt.block_on(async {
-                        let store = kube_store(a.core_namespace.clone()).await?;
+                        let store = keys::kube_store(a.core_namespace.clone()).await?;
                         store
                             .write_token_secret(ns, secret, &claims.sub, &token, true)
                             .await
@@ -286,10 +225,10 @@ fn rotate(r: RotateArgs) -> ExitCode {
         .k8s_secret
         .clone()
         .unwrap_or_else(|| crate::store::kube::token_secret_name(&r.plugin));
-    let done = runtime().and_then(|rt| {
+    let done = runtime(Runtime::Client).and_then(|rt| {
         rt.block_on(async {
-            let store = kube_store(r.core_namespace.clone()).await?;
-            let keys = cluster_keys(&store).await?;
+            let store = keys::kube_store(r.core_namespace.clone()).await?;
+            let keys = keys::cluster_keys(&store).await?;
             let old = store
                 .read_token_secret(&k8s_namespace, &secret)
                 .await?
@@ -302,13 +241,9 @@ fn rotate(r: RotateArgs) -> ExitCode {
                     k8s_namespace, claims.sub, r.plugin
                 ));
             }
-            let caps = claims
-                .caps
-                .iter()
-                .map(|c| Capability::parse(c).map_err(|e| e.to_string()))
-                .collect::<Result<Vec<_>, _>>()?;
+            let grant = auth::Grant::new(&r.plugin, &claims.caps, claims.ns.as_deref())?;
             let (token, fresh) = keys
-                .issue_registration(&r.plugin, &caps, claims.ns.clone(), r.ttl)
+                .issue_grant(&grant, r.ttl)
                 .map_err(|e| e.to_string())?;
             store
                 .write_token_secret(&k8s_namespace, &secret, &r.plugin, &token, true)
@@ -329,35 +264,6 @@ fn rotate(r: RotateArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Adds a token minted offline to the token list in the data dir's SQLite file (the running
-/// core reads the list from there, so `GET /api/tokens` shows it).
-pub(crate) fn record_offline(
-    data_dir: &Path,
-    claims: &auth::Claims,
-    by: &str,
-) -> Result<(), String> {
-    let store =
-        crate::store::sqlite::SqliteStore::open(&data_dir.join(crate::store::sqlite::DB_FILE))
-            .map_err(|e| e.to_string())?;
-    let now = crate::model::now_rfc3339();
-    let token = claims.issued(by);
-    let event = crate::model::AuditEvent {
-        id: 0,
-        time: now,
-        actor: by.to_string(),
-        action: "issue-token".to_string(),
-        plugin: None,
-        reason: token.audit_reason(),
-        request_id: None,
-    };
-    store
-        .commit(&[
-            crate::store::Change::Issue(Box::new(token)),
-            crate::store::Change::Audit(event),
-        ])
-        .map_err(|e| e.to_string())
 }
 
 fn finish(done: Result<String, String>) -> ExitCode {
@@ -387,7 +293,7 @@ fn call(
          (tessera token issue --admin --data-dir <the core's data dir>)",
     )?;
     let url = format!("{}{path}", api.url.trim_end_matches('/'));
-    runtime()?.block_on(async {
+    runtime(Runtime::Client)?.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())

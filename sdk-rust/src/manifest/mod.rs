@@ -15,6 +15,7 @@
 
 pub mod route;
 mod source;
+mod suggest;
 mod validate;
 
 use semver::Version;

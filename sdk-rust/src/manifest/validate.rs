@@ -11,6 +11,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::suggest::closest;
 use super::{Document, Manifest, SCHEMA_JSON};
 use crate::capability::Capability;
 use crate::range::Range;
@@ -360,44 +361,6 @@ fn schema_node<'a>(root: &'a Value, location: &str) -> Option<&'a Value> {
     Some(node)
 }
 
-/// The allowed name closest to a misspelt one, if it is close enough to be a typo.
-fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
-    let lower = name.to_ascii_lowercase();
-    allowed
-        .iter()
-        .map(|a| (edit_distance(&lower, &a.to_ascii_lowercase()), *a))
-        .filter(|(d, a)| *d <= 1.max(a.len() / 3) && *d < a.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, a)| a)
-}
-
-/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of two
-/// neighbours (the usual typos) each cost one.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
-    for (i, row) in d.iter_mut().enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d[0].iter_mut().enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[i - 2][j - 2] + 1);
-            }
-            d[i][j] = best;
-        }
-    }
-    d[a.len()][b.len()]
-}
-
 // === rules the schema cannot express ===
 
 fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Problem>) {
@@ -531,16 +494,11 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
     }
 }
 
-/// Whether `name` is a plugin name as the schema's pattern has it: lowercase letters, digits and
-/// `-`, starting and ending with a letter or digit, at most 63 characters.
+/// Whether `name` is a plugin name as the schema's pattern has it: an RFC 1123 label
+/// (lowercase letters, digits and `-`, starting and ending with a letter or digit, at most 63
+/// characters), so it can name Kubernetes objects.
 pub fn is_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    crate::names::is_dns_label(name)
 }
 
 fn items<'a>(doc: &'a Value, pointer: &str) -> &'a [Value] {

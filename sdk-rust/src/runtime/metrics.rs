@@ -3,31 +3,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: String,
-    route: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: String,
-    route: String,
-}
 
 /// The standard metrics plus the app's own, in one registry.
 #[derive(Clone)]
 pub struct AppMetrics {
     registry: Arc<Mutex<Registry>>,
-    requests: Family<RequestLabels, Counter>,
-    duration: Family<RouteLabels, Histogram>,
+    http: crate::http_metrics::HttpMetrics,
     errors: Counter,
 }
 
@@ -43,20 +26,7 @@ impl AppMetrics {
     /// A registry with the standard families.
     pub fn new() -> AppMetrics {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "plugin_http_requests",
-            "HTTP requests by method, route template and status",
-            requests.clone(),
-        );
-        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
-        registry.register(
-            "plugin_http_request_duration_seconds",
-            "HTTP request durations by method and route template",
-            duration.clone(),
-        );
+        let http = crate::http_metrics::HttpMetrics::register(&mut registry, "plugin_");
         // A plain counter so the family is always exposed; by route, use
         // plugin_http_requests_total{status=~"5.."}.
         let errors = Counter::default();
@@ -67,8 +37,7 @@ impl AppMetrics {
         );
         AppMetrics {
             registry: Arc::new(Mutex::new(registry)),
-            requests,
-            duration,
+            http,
             errors,
         }
     }
@@ -79,18 +48,7 @@ impl AppMetrics {
     }
 
     pub(crate) fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                method: method.into(),
-                route: route.into(),
-                status,
-            })
-            .inc();
-        let r = RouteLabels {
-            method: method.into(),
-            route: route.into(),
-        };
-        self.duration.get_or_create(&r).observe(seconds);
+        self.http.observe(method, route, status, seconds);
         if status >= 500 {
             self.errors.inc();
         }

@@ -310,7 +310,7 @@ pub async fn serve_with<A: PluginApp>(
     let stopping = shared.clone();
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            crate::shutdown::signal().await;
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
             stopping.app.on_stop().await;
@@ -321,27 +321,6 @@ pub async fn serve_with<A: PluginApp>(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 /// Counts and times every request by route template, inside a span carrying the W3C trace ids.

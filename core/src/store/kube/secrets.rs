@@ -202,9 +202,8 @@ impl KubeStore {
         if self.read_token_secret(&p.namespace, &name).await?.is_some() {
             return Ok(());
         }
-        let (token, claims) = keys
-            .issue_registration(&p.name, &p.granted()?, Some(p.namespace.clone()), None)
-            .map_err(|e| e.to_string())?;
+        let grant = crate::auth::Grant::new(&p.name, &p.capabilities, Some(&p.namespace))?;
+        let (token, claims) = keys.issue_grant(&grant, None).map_err(|e| e.to_string())?;
         if self
             .write_token_secret(&p.namespace, &name, &p.name, &token, false)
             .await?

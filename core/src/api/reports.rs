@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::api::{AppState, RequestId, json_body, read_body};
+use super::{AppState, RequestId, json_body, read_body};
 use crate::error::{ApiError, Code};
 use crate::registry::Actor;
 use crate::shell;
@@ -92,7 +92,7 @@ pub(crate) struct ShellReport {
 
 /// A shell's report of loading a remote: same-origin JSON only, for a version the core serves;
 /// it sets the plugin's `UiLoaded` condition and nothing else.
-pub(crate) async fn shell_report(
+pub(super) async fn shell_report(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     axum::Extension(rid): axum::Extension<RequestId>,
@@ -160,7 +160,7 @@ pub(crate) async fn shell_report(
 }
 
 /// A browser's CSP violation report (`application/csp-report`, or the Reporting API's JSON).
-pub(crate) async fn csp_report(
+pub(super) async fn csp_report(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
@@ -225,6 +225,14 @@ pub(crate) async fn csp_report(
             .inc();
     }
     Ok(shell::no_content())
+}
+
+/// The browsers' reports.
+pub(super) fn routes() -> axum::Router<AppState> {
+    use axum::routing::post;
+    axum::Router::new()
+        .route("/api/shell/reports", post(shell_report))
+        .route("/api/shell/csp-reports", post(csp_report))
 }
 
 #[cfg(test)]

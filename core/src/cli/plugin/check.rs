@@ -36,11 +36,8 @@ impl Report {
     }
 }
 
-pub(crate) fn check(a: CheckArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+pub(super) fn check(a: CheckArgs) -> ExitCode {
+    let rt = match crate::cli::runtime(crate::cli::Runtime::Client) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,4 +1,4 @@
-//! `tessera serve` and `tessera health`.
+//! `tessera serve`: the core, configured from a file and flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::runtime;
 use crate::config::Config;
 
 #[derive(Debug, Args)]
@@ -57,13 +56,7 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("error: config: {e}");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        // Store writes are serialized; a few blocking threads are plenty, and each idle one
-        // would keep its own allocator arena.
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime(super::Runtime::Server) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -74,43 +67,6 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct HealthArgs {
-    /// The endpoint to ask.
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "http://127.0.0.1:8080/healthz"
-    )]
-    url: String,
-}
-
-/// `tessera health`: 0 when the URL answers 2xx within 2 s, 1 otherwise (with why).
-pub(crate) fn health(a: HealthArgs) -> ExitCode {
-    let checked = runtime().and_then(|rt| {
-        rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(2))
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .map_err(|e| e.to_string())?;
-            let res = client.get(&a.url).send().await.map_err(|e| e.to_string())?;
-            if res.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("HTTP {}", res.status().as_u16()))
-            }
-        })
-    });
-    match checked {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("unhealthy: {}: {e}", a.url);
             ExitCode::FAILURE
         }
     }

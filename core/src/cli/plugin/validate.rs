@@ -1,5 +1,3 @@
-//! `tessera plugin ...`: commands for plugin authors.
-//!
 //! `tessera plugin validate PATH` runs, offline, the checks the core runs when a plugin
 //! registers: the JSON Schema, the rules the schema cannot express, and compatibility with a
 //! core version. Exit codes: 0 valid, 1 invalid (every problem on its own line as
@@ -10,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Args;
 use semver::Version;
 use serde_json::{Value, json};
 use tessera_sdk::compat::{self, Versions};
@@ -18,18 +16,6 @@ use tessera_sdk::manifest::{
     self, Document, Format, MAX_MANIFEST_BYTES, SourceError, SourceErrorKind,
 };
 use tessera_sdk::{Manifest, Problem};
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum PluginCommand {
-    /// Check a plugin.yaml (or .json) against the plugin contract, offline.
-    ///
-    /// Exit status: 0 valid; 1 invalid (every problem printed as `<path>: <message>`);
-    /// 2 the file cannot be read or is not YAML/JSON.
-    Validate(ValidateArgs),
-    /// Check a running plugin service against the contract (health, readiness, metrics,
-    /// manifest, remote entry). Exit status 1 on any failed check.
-    Check(super::check::CheckArgs),
-}
 
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
@@ -52,13 +38,6 @@ pub(crate) struct ValidateArgs {
 fn parse_version(s: &str) -> Result<Version, String> {
     Version::parse(s.trim())
         .map_err(|e| format!("\"{s}\" is not a SemVer version MAJOR.MINOR.PATCH: {e}"))
-}
-
-pub(crate) fn run(cmd: PluginCommand) -> ExitCode {
-    match cmd {
-        PluginCommand::Validate(args) => validate(&args),
-        PluginCommand::Check(args) => super::check::check(args),
-    }
 }
 
 /// A problem with the file it belongs to, as printed.
@@ -87,7 +66,7 @@ impl Finding {
     }
 }
 
-fn validate(args: &ValidateArgs) -> ExitCode {
+pub(super) fn validate(args: &ValidateArgs) -> ExitCode {
     // A plugin's folder stands for its plugin.yaml.
     let path = if args.path.is_dir() && args.path.join("plugin.yaml").is_file() {
         args.path.join("plugin.yaml")
