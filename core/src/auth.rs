@@ -387,24 +387,24 @@ impl Grant {
         plugin: &str,
         capabilities: &[impl AsRef<str>],
         namespace: Option<&str>,
-    ) -> Result<Grant, String> {
+    ) -> Result<Grant, InvalidRequest> {
         if !tessera_sdk::manifest::is_plugin_name(plugin) {
-            return Err(format!(
+            return Err(InvalidRequest(format!(
                 "plugin \"{plugin}\" is not a valid plugin name (lowercase letters, digits and '-', at most 63)"
-            ));
+            )));
         }
         if let Some(ns) = namespace
             && !tessera_sdk::names::is_dns_label(ns)
         {
-            return Err(format!(
+            return Err(InvalidRequest(format!(
                 "namespace \"{ns}\" is not a Kubernetes namespace name"
-            ));
+            )));
         }
         let capabilities = capabilities
             .iter()
             .map(|c| c.as_ref().trim())
             .filter(|c| !c.is_empty())
-            .map(|c| Capability::parse(c).map_err(|e| format!("capabilities: {e}")))
+            .map(|c| Capability::parse(c).map_err(|e| InvalidRequest(format!("capabilities: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Grant {
             plugin: plugin.to_string(),
@@ -430,28 +430,37 @@ impl Keys {
     }
 }
 
+/// A token request that cannot be honoured: a lifetime that is not one, a plugin name, namespace
+/// or capability that is not valid. The message says which and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
 /// Parses durations such as `90d`, `12h`, `30m`, `45s`.
-pub fn parse_ttl(s: &str) -> Result<u64, String> {
+pub fn parse_ttl(s: &str) -> Result<u64, InvalidRequest> {
     let s = s.trim();
+    let bad = |why: String| InvalidRequest(why);
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("\"{s}\" is not a duration such as 90d, 12h, 30m or 45s"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        bad(format!(
+            "\"{s}\" is not a duration such as 90d, 12h, 30m or 45s"
+        ))
+    })?;
     let mult = match unit {
         "s" | "" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("\"{s}\": unit must be s, m, h or d")),
+        _ => return Err(bad(format!("\"{s}\": unit must be s, m, h or d"))),
     };
-    n.checked_mul(mult)
+    let t = n
+        .checked_mul(mult)
         .filter(|&t| t > 0)
-        .ok_or_else(|| format!("\"{s}\" must be a positive duration"))
-        .and_then(|t| {
-            (t <= MAX_TTL_SECS)
-                .then_some(t)
-                .ok_or_else(|| format!("\"{s}\" is longer than 100 years"))
-        })
+        .ok_or_else(|| bad(format!("\"{s}\" must be a positive duration")))?;
+    if t > MAX_TTL_SECS {
+        return Err(bad(format!("\"{s}\" is longer than 100 years")));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -611,9 +620,9 @@ mod tests {
 
     #[test]
     fn ttl_parsing() {
-        assert_eq!(parse_ttl("90d"), Ok(90 * 86_400));
-        assert_eq!(parse_ttl("12h"), Ok(43_200));
-        assert_eq!(parse_ttl("45"), Ok(45));
+        assert_eq!(parse_ttl("90d").ok(), Some(90 * 86_400));
+        assert_eq!(parse_ttl("12h").ok(), Some(43_200));
+        assert_eq!(parse_ttl("45").ok(), Some(45));
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("3w").is_err());
         assert!(parse_ttl("d").is_err());

@@ -62,12 +62,13 @@ pub struct PluginEntry {
 
 impl PluginEntry {
     /// The granted capabilities, parsed.
-    pub fn granted(&self) -> Result<Vec<tessera_sdk::Capability>, String> {
+    pub fn granted(&self) -> Result<Vec<tessera_sdk::Capability>, ConfigError> {
         self.capabilities
             .iter()
             .map(|c| {
-                tessera_sdk::Capability::parse(c)
-                    .map_err(|e| format!("plugins[{}].capabilities: {e}", self.name))
+                tessera_sdk::Capability::parse(c).map_err(|e| {
+                    ConfigError::Invalid(format!("plugins[{}].capabilities: {e}", self.name))
+                })
             })
             .collect()
     }
@@ -293,29 +294,67 @@ impl ServerConfig {
     }
 }
 
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read, or is not YAML/JSON of the expected shape.
+    #[error("{file}: {message}")]
+    Unreadable {
+        /// The file.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// A value that cannot work (out of range, a name that is not a name, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// A problem of a file's values.
+    #[error("{file}: {problem}")]
+    InFile {
+        /// The file.
+        file: String,
+        /// The problem.
+        problem: Box<ConfigError>,
+    },
+}
+
 impl Config {
     /// Reads a config file (YAML or JSON), refusing unknown fields and impossible values.
-    pub fn from_file(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let file = || path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            file: file(),
+            message: e.to_string(),
+        })?;
         let config: Config =
-            serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            serde_norway::from_str(&text).map_err(|e| ConfigError::Unreadable {
+                file: file(),
+                message: e.to_string(),
+            })?;
+        config.check().map_err(|e| ConfigError::InFile {
+            file: file(),
+            problem: Box::new(e),
+        })?;
         Ok(config)
     }
 
     /// Refuses values that cannot work.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), ConfigError> {
         let p = &self.probe;
         if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
-            return Err("probe.periodSeconds must be at least 0.05".into());
+            return Err(ConfigError::Invalid(
+                "probe.periodSeconds must be at least 0.05".to_string(),
+            ));
         }
         if !(p.timeout_seconds.is_finite() && p.timeout_seconds > 0.0) {
-            return Err("probe.timeoutSeconds must be positive".into());
+            return Err(ConfigError::Invalid(
+                "probe.timeoutSeconds must be positive".to_string(),
+            ));
         }
         if p.failure_threshold == 0 || p.success_threshold == 0 || p.concurrency == 0 {
-            return Err("probe thresholds and concurrency must be at least 1".into());
+            return Err(ConfigError::Invalid(
+                "probe thresholds and concurrency must be at least 1".to_string(),
+            ));
         }
         for o in &self.shell.remote_origins {
             let ok = (o.starts_with("https://") || o.starts_with("http://"))
@@ -324,25 +363,29 @@ impl Config {
                     .contains(|c: char| c.is_whitespace() || c == ';' || c == '\'' || c == '"')
                 && o.matches('/').count() == 2;
             if !ok {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "shell.remoteOrigins: \"{o}\" is not an origin (scheme://host[:port])"
-                ));
+                )));
             }
         }
         let sv = &self.server;
         if !(sv.header_read_timeout_seconds.is_finite()
             && (0.1..=3600.0).contains(&sv.header_read_timeout_seconds))
         {
-            return Err("server.headerReadTimeoutSeconds must be between 0.1 and 3600".into());
+            return Err(ConfigError::Invalid(
+                "server.headerReadTimeoutSeconds must be between 0.1 and 3600".to_string(),
+            ));
         }
         if sv.max_connections == 0 || sv.max_connections_per_client == 0 {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "server.maxConnections and maxConnectionsPerClient must be at least 1".into(),
-            );
+            ));
         }
         if self.rate_limit.per_token_per_minute == 0 || self.rate_limit.per_address_per_minute == 0
         {
-            return Err("rate limits must be at least 1 per minute".into());
+            return Err(ConfigError::Invalid(
+                "rate limits must be at least 1 per minute".to_string(),
+            ));
         }
         let k = &self.kubernetes;
         for (name, v) in [
@@ -352,53 +395,61 @@ impl Config {
             ("apiTimeoutSeconds", k.api_timeout_seconds),
         ] {
             if !(v.is_finite() && (0.1..=3600.0).contains(&v)) {
-                return Err(format!("kubernetes.{name} must be between 0.1 and 3600"));
+                return Err(ConfigError::Invalid(format!(
+                    "kubernetes.{name} must be between 0.1 and 3600"
+                )));
             }
         }
         if k.renew_seconds >= k.lease_seconds {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "kubernetes.renewSeconds must be shorter than kubernetes.leaseSeconds".into(),
-            );
+            ));
         }
         if let Some(ns) = &k.namespace
             && !is_namespace(ns)
         {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "kubernetes.namespace: \"{ns}\" is not a namespace name"
-            ));
+            )));
         }
         let mut seen = std::collections::HashSet::new();
         for p in &self.plugins {
             if !tessera_sdk::manifest::is_plugin_name(&p.name) {
-                return Err(format!("plugins: \"{}\" is not a plugin name", p.name));
+                return Err(ConfigError::Invalid(format!(
+                    "plugins: \"{}\" is not a plugin name",
+                    p.name
+                )));
             }
             if !seen.insert(&p.name) {
-                return Err(format!("plugins: \"{}\" is listed twice", p.name));
+                return Err(ConfigError::Invalid(format!(
+                    "plugins: \"{}\" is listed twice",
+                    p.name
+                )));
             }
             if !is_namespace(&p.namespace) {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "plugins[{}].namespace: \"{}\" is not a namespace name",
                     p.name, p.namespace
-                ));
+                )));
             }
             p.granted()?;
             if p.backend_url.is_none() && (p.remote_url.is_some() || p.manifest.is_some()) {
-                return Err(format!(
+                return Err(ConfigError::Invalid(format!(
                     "plugins[{}]: remoteUrl and manifest are for static plugins, which need backendUrl",
                     p.name
-                ));
+                )));
             }
         }
         Ok(())
     }
 
     /// Rules across settings that command-line flags may still change (checked after them).
-    pub fn check_final(&self) -> Result<(), String> {
+    pub fn check_final(&self) -> Result<(), ConfigError> {
         self.check()?;
         if !self.plugins.is_empty() && self.store != StoreKind::Kubernetes {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "plugins: declared plugins need the Kubernetes store (store: kubernetes)".into(),
-            );
+            ));
         }
         Ok(())
     }

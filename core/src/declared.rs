@@ -144,7 +144,7 @@ async fn register(
             format!("{backend}{path}")
         }
     };
-    let granted = e.granted()?;
+    let granted = e.granted().map_err(|e| e.to_string())?;
     let grant = Grant {
         plugin: &e.name,
         capabilities: &granted,

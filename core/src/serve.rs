@@ -14,11 +14,35 @@ use crate::registry::{Registry, Thresholds};
 use crate::shell::list::ShellList;
 use crate::store::Upkeep;
 
+/// Why the core did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store (or its signing key) cannot be opened.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The state in the store cannot be loaded.
+    #[error("loading state from {place}: {why}")]
+    Load {
+        /// Where the state lives.
+        place: String,
+        /// Why it cannot be loaded.
+        why: String,
+    },
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+}
+
 /// Runs the server until a shutdown signal.
 ///
 /// A new surface adds its line here (its background task, if it has one) and one in
 /// `api::router` (its routes); see ARCHITECTURE.md.
-pub async fn run(config: Config) -> Result<(), String> {
+pub async fn run(config: Config) -> Result<(), StartError> {
     let opened = crate::store::open(&config).await?;
     let place = opened.place.clone();
     let thresholds = Thresholds {
@@ -33,8 +57,14 @@ pub async fn run(config: Config) -> Result<(), String> {
     let registry =
         tokio::task::spawn_blocking(move || Registry::load(store, thresholds, observers))
             .await
-            .map_err(|e| format!("loading state: {e}"))?
-            .map_err(|e| format!("loading state from {place}: {e}"))?;
+            .map_err(|e| StartError::Load {
+                place: place.clone(),
+                why: e.to_string(),
+            })?
+            .map_err(|e| StartError::Load {
+                place: place.clone(),
+                why: e.to_string(),
+            })?;
     let publisher = shell.spawn_publisher();
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -80,8 +110,14 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let state = AppState {
         registry: registry.clone(),
         shell,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tessera_sdk::manifest;
 
+use super::views::{PluginList, PluginView};
 use super::{AdminActor, ApiPath, AppState, json_body};
 use crate::auth::{self};
 use crate::error::{ApiError, Code};
@@ -19,25 +20,21 @@ use crate::store::AuditQuery;
 pub(super) async fn list_plugins(
     State(state): State<AppState>,
     _admin: AdminActor,
-) -> Result<Json<Value>, ApiError> {
-    let items: Vec<Value> = state
-        .registry
-        .list()
-        .iter()
-        .map(|r| view(&state, r))
-        .collect();
-    Ok(Json(json!({"items": items})))
+) -> Result<Response, ApiError> {
+    let index = state.registry.index();
+    let items = index.records().map(|r| view(&state, r)).collect();
+    Ok(Json(PluginList { items }).into_response())
 }
 
 pub(super) async fn get_plugin(
     State(state): State<AppState>,
     _admin: AdminActor,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let rec = state.registry.get(&name).ok_or_else(|| {
         ApiError::new(Code::PluginNotFound, format!("no plugin named \"{name}\""))
     })?;
-    Ok(Json(view(&state, &rec)))
+    Ok(Json(view(&state, &rec)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -52,7 +49,7 @@ pub(super) async fn disable_plugin(
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let b: DisableBody = json_body(&headers, body).await?;
     let reason = b.reason.trim();
     if reason.is_empty() || reason.len() > 1024 {
@@ -62,26 +59,26 @@ pub(super) async fn disable_plugin(
         ));
     }
     let rec = state.registry.disable(&name, reason, &actor).await?;
-    Ok(Json(view(&state, &rec)))
+    Ok(Json(view(&state, &rec)).into_response())
 }
 
 pub(super) async fn enable_plugin(
     State(state): State<AppState>,
     AdminActor(actor): AdminActor,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let rec = state.registry.enable(&name, &actor).await?;
-    Ok(Json(view(&state, &rec)))
+    Ok(Json(view(&state, &rec)).into_response())
 }
 
 pub(super) async fn accept_remote(
     State(state): State<AppState>,
     AdminActor(actor): AdminActor,
     ApiPath(name): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let rec = state.registry.accept_remote(&name, &actor).await?;
     state.assets.forget(&name);
-    Ok(Json(view(&state, &rec)))
+    Ok(Json(view(&state, &rec)).into_response())
 }
 
 pub(super) async fn delete_plugin(
@@ -154,7 +151,7 @@ pub(super) async fn mint_token(
             .issue_admin(ttl.unwrap_or(auth::ADMIN_TOKEN_TTL_SECS)),
         (false, Some(plugin)) => {
             let grant = auth::Grant::new(&plugin, &b.capabilities, b.namespace.as_deref())
-                .map_err(|e| ApiError::new(Code::InvalidRequest, e))?;
+                .map_err(|e| ApiError::new(Code::InvalidRequest, e.0))?;
             state.keys.issue_grant(&grant, ttl)
         }
         _ => {
@@ -264,24 +261,8 @@ pub(super) async fn audit(
 }
 
 /// The admin view of a plugin.
-pub(super) fn view(state: &AppState, rec: &PluginRecord) -> Value {
-    json!({
-        "name": rec.name,
-        "state": rec.state.as_str(),
-        // An `Installed` plugin has no version yet.
-        "version": (!rec.current.version.is_empty()).then_some(&rec.current.version),
-        "servingVersion": rec.exposed().map(|d| d.version.clone()),
-        "enabled": rec.disabled.is_none(),
-        "disabled": rec.disabled,
-        "conditions": rec.conditions,
-        "probe": state.registry.stats(&rec.name),
-        "backendUrl": rec.current.backend_url,
-        "remoteUrl": rec.current.remote_url,
-        "integrity": rec.current.integrity,
-        "registeredAt": rec.current.registered_at,
-        "updatedAt": rec.updated_at,
-        "manifest": rec.current.manifest,
-    })
+pub(super) fn view<'a>(state: &AppState, rec: &'a PluginRecord) -> PluginView<'a> {
+    PluginView::new(rec, state.registry.stats(&rec.name))
 }
 
 /// The admin endpoints.

@@ -11,6 +11,7 @@ mod middleware;
 mod register;
 mod reports;
 mod shell;
+mod views;
 
 use std::sync::Arc;
 

@@ -181,6 +181,7 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
                         store
                             .write_token_secret(ns, secret, &claims.sub, &token, true)
                             .await
+                            .map_err(String::from)
                     })
                 });
                 if let Err(e) = written {
@@ -241,7 +242,8 @@ fn rotate(r: RotateArgs) -> ExitCode {
                     k8s_namespace, claims.sub, r.plugin
                 ));
             }
-            let grant = auth::Grant::new(&r.plugin, &claims.caps, claims.ns.as_deref())?;
+            let grant = auth::Grant::new(&r.plugin, &claims.caps, claims.ns.as_deref())
+                .map_err(|e| e.0)?;
             let (token, fresh) = keys
                 .issue_grant(&grant, r.ttl)
                 .map_err(|e| e.to_string())?;

@@ -102,8 +102,8 @@ impl Registry {
         store: Arc<dyn Store>,
         thresholds: Thresholds,
         observers: Vec<Arc<dyn Observer>>,
-    ) -> Result<Arc<Registry>, String> {
-        let loaded = store.load().map_err(|e| e.to_string())?;
+    ) -> Result<Arc<Registry>, crate::store::StoreError> {
+        let loaded = store.load()?;
         let index = Index::new(loaded.plugins, loaded.revoked);
         for o in &observers {
             o.loaded(&index);
@@ -121,7 +121,9 @@ impl Registry {
         std::thread::Builder::new()
             .name("tessera-writer".into())
             .spawn(move || writer.run(queued))
-            .map_err(|e| format!("cannot start the store writer: {e}"))?;
+            .map_err(|e| {
+                crate::store::StoreError::Failed(format!("cannot start the store writer: {e}"))
+            })?;
         Ok(registry)
     }
 

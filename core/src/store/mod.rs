@@ -39,6 +39,18 @@ pub enum StoreError {
     },
 }
 
+impl From<String> for StoreError {
+    fn from(why: String) -> StoreError {
+        StoreError::Failed(why)
+    }
+}
+
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
+}
+
 /// Everything the registry needs at start.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -214,7 +226,7 @@ pub struct Opened {
 }
 
 /// Opens the store the configuration names, with its signing keys.
-pub async fn open(config: &Config) -> Result<Opened, String> {
+pub async fn open(config: &Config) -> Result<Opened, StoreError> {
     match config.store {
         StoreKind::Sqlite => {
             let keys = Keys::load_or_create(&config.data_dir)

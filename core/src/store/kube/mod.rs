@@ -109,7 +109,10 @@ fn api_status(e: &kube::Error) -> Option<u16> {
 impl KubeStore {
     /// Connects with in-cluster config or `KUBECONFIG`, in `namespace` (default: the
     /// kubeconfig's, or the pod's).
-    pub async fn connect(namespace: Option<String>, timing: Timing) -> Result<KubeStore, String> {
+    pub async fn connect(
+        namespace: Option<String>,
+        timing: Timing,
+    ) -> Result<KubeStore, StoreError> {
         let config = kube::Config::infer()
             .await
             .map_err(|e| format!("no Kubernetes configuration (in-cluster or KUBECONFIG): {e}"))?;
@@ -157,13 +160,13 @@ impl KubeStore {
         &self,
         what: &str,
         fut: impl std::future::Future<Output = Result<T, kube::Error>>,
-    ) -> Result<Result<T, kube::Error>, String> {
+    ) -> Result<Result<T, kube::Error>, StoreError> {
         let timeout = self.timing.api_timeout;
         tokio::time::timeout(timeout, fut).await.map_err(|_| {
-            format!(
+            StoreError::Failed(format!(
                 "{what}: the Kubernetes API did not answer within {} s",
                 timeout.as_secs_f64()
-            )
+            ))
         })
     }
 
@@ -173,9 +176,7 @@ impl KubeStore {
         what: &str,
         fut: impl std::future::Future<Output = Result<T, kube::Error>>,
     ) -> Result<Result<T, kube::Error>, StoreError> {
-        self.handle
-            .block_on(self.bounded(what, fut))
-            .map_err(StoreError::Failed)
+        self.handle.block_on(self.bounded(what, fut))
     }
 
     fn version(&self, name: &str) -> Option<String> {
@@ -307,7 +308,7 @@ fn parse_record(cm: &ConfigMap) -> Option<Result<PluginRecord, serde_json::Error
 }
 
 /// Opens the Kubernetes store and its signing key (creating the Secret when missing).
-pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened, String> {
+pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened, StoreError> {
     let store = Arc::new(
         KubeStore::connect(
             config.kubernetes.namespace.clone(),

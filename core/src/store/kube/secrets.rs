@@ -15,18 +15,20 @@ use super::{
     token_secret_name,
 };
 use crate::model::AuditEvent;
-use crate::store::{Change, Store};
+use crate::store::{Change, Store, StoreError};
 
 impl KubeStore {
     /// Reads the signing key from its Secret, creating it when missing; replicas starting
     /// together end up with one key (the create that lost reads the winner's).
-    pub async fn signing_key(&self) -> Result<String, String> {
+    pub async fn signing_key(&self) -> Result<String, StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let read = |s: Secret| -> Result<String, String> {
+        let read = |s: Secret| -> Result<String, StoreError> {
             s.data
                 .and_then(|d| d.get(SIGNING_KEY).cloned())
                 .and_then(|b| String::from_utf8(b.0).ok())
-                .ok_or_else(|| format!("Secret {SIGNING_SECRET} has no {SIGNING_KEY}"))
+                .ok_or_else(|| {
+                    StoreError::Failed(format!("Secret {SIGNING_SECRET} has no {SIGNING_KEY}"))
+                })
         };
         if let Some(s) = self
             .bounded("reading the signing key", secrets.get_opt(SIGNING_SECRET))
@@ -61,12 +63,18 @@ impl KubeStore {
                     .map_err(|e| format!("reading Secret {SIGNING_SECRET}: {e}"))?;
                 read(s)
             }
-            Err(e) => Err(format!("creating Secret {SIGNING_SECRET}: {e}")),
+            Err(e) => Err(StoreError::Failed(format!(
+                "creating Secret {SIGNING_SECRET}: {e}"
+            ))),
         }
     }
 
     /// The token in Secret `name` of namespace `ns`, if the Secret exists.
-    pub async fn read_token_secret(&self, ns: &str, name: &str) -> Result<Option<String>, String> {
+    pub async fn read_token_secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let s = self
             .bounded("reading a token Secret", secrets.get_opt(name))
@@ -86,7 +94,7 @@ impl KubeStore {
         plugin: &str,
         token: &str,
         overwrite: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StoreError> {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         let mut labels = managed();
         labels.insert(PLUGIN_LABEL.to_string(), plugin.to_string());
@@ -126,19 +134,25 @@ impl KubeStore {
                     {
                         Ok(_) => return Ok(true),
                         Err(e) if api_status(&e) == Some(409) => continue,
-                        Err(e) => return Err(format!("writing Secret {ns}/{name}: {e}")),
+                        Err(e) => {
+                            return Err(StoreError::Failed(format!(
+                                "writing Secret {ns}/{name}: {e}"
+                            )));
+                        }
                     }
                 }
-                Err(format!(
+                Err(StoreError::Failed(format!(
                     "writing Secret {ns}/{name}: too many concurrent changes"
-                ))
+                )))
             }
-            Err(e) => Err(format!("writing Secret {ns}/{name}: {e}")),
+            Err(e) => Err(StoreError::Failed(format!(
+                "writing Secret {ns}/{name}: {e}"
+            ))),
         }
     }
 
     /// Revokes a token id in the store, auditing it (from async code).
-    pub async fn revoke_token(self: &Arc<Self>, jti: &str, actor: &str) -> Result<(), String> {
+    pub async fn revoke_token(self: &Arc<Self>, jti: &str, actor: &str) -> Result<(), StoreError> {
         let at = crate::model::now_rfc3339();
         let event = AuditEvent {
             id: 0,
@@ -155,8 +169,7 @@ impl KubeStore {
             me.commit(&[Change::Revoke { jti, at }, Change::Audit(event)])
         })
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 
     /// While this replica leads: makes sure every declared plugin without a `backendUrl` has
@@ -197,12 +210,13 @@ impl KubeStore {
         &self,
         p: &crate::config::PluginEntry,
         keys: &crate::auth::Keys,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let name = token_secret_name(&p.name);
         if self.read_token_secret(&p.namespace, &name).await?.is_some() {
             return Ok(());
         }
-        let grant = crate::auth::Grant::new(&p.name, &p.capabilities, Some(&p.namespace))?;
+        let grant = crate::auth::Grant::new(&p.name, &p.capabilities, Some(&p.namespace))
+            .map_err(|e| StoreError::Failed(e.0))?;
         let (token, claims) = keys.issue_grant(&grant, None).map_err(|e| e.to_string())?;
         if self
             .write_token_secret(&p.namespace, &name, &p.name, &token, false)
