@@ -21,6 +21,7 @@ test:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	python3 scripts/check-structure
 
 fmt:
 	cargo fmt --all

@@ -420,6 +420,16 @@ async fn changed_remote_bytes_withdraw_until_accepted() {
     let admin = core.admin_token();
     let p = TestPlugin::start("pixel");
     register_until_listed(&core, "pixel", "1.0.0", &p).await;
+    let pinned = remotes(&core).await[0]["integrity"].clone();
+    // Accepting bytes that did not change changes nothing: still listed, same integrity.
+    let (s, body) = post_admin(&core, &admin, "/api/plugins/pixel/accept-remote", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["state"].clone(), body["integrity"].clone()),
+        (json!("Ready"), pinned.clone())
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(remotes(&core).await[0]["integrity"], pinned);
 
     p.set_remote(b"var plugin_pixel={init:function(){},get:function(){ /* tampered */ }};");
     within(Duration::from_secs(5), "pixel withdrawn", || async {
