@@ -359,6 +359,7 @@ async fn small_refusals_answer_in_the_envelope_with_a_request_id() {
         nbf: None,
         exp: None,
         jti: "forever".into(),
+        reg: None,
     };
     let forever = keys.sign(&claims).unwrap();
     let res = http()

@@ -155,8 +155,12 @@ fn template_plugin_registers_and_serves_the_standard_endpoints() {
     assert_eq!(served, expected);
 
     // The app's route under endpoints.basePath, with its configuration.
-    let (s, body) = get(&format!("{}/api/v1/greeting", p.url)).unwrap();
-    assert_eq!((s, body.as_str()), (200, r#"{"greeting":"Howdy, world"}"#));
+    let call = call_token(&core, "hello", "alice");
+    let (s, body) = get_as(&format!("{}/api/v1/greeting", p.url), Some(&call));
+    assert_eq!(
+        (s, body),
+        (200, serde_json::json!({"greeting": "Howdy, world"}))
+    );
 
     // UI files with the right MIME type, traversal refused.
     let r = client()
@@ -177,6 +181,7 @@ fn template_plugin_registers_and_serves_the_standard_endpoints() {
     // A W3C traceparent reaches the logs.
     client()
         .get(format!("{}/api/v1/greeting", p.url))
+        .bearer_auth(&call)
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -541,4 +546,201 @@ fn health_commands_answer_for_container_healthchecks() {
     let down = plugin_check(port);
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+}
+
+/// A call token signed with the core's own key (what the core presents when it calls a
+/// plugin), on behalf of `sub` in tenant `acme`.
+fn call_token(core: &Core, plugin: &str, sub: &str) -> String {
+    use tessera_core::auth::call::{CallKind, CallTokens, OnBehalfOf};
+    let keys = tessera_core::auth::Keys::load_or_create(&core.data_dir).unwrap();
+    let who = OnBehalfOf {
+        sub: sub.into(),
+        tenant: "acme".into(),
+        groups: vec!["ops".into()],
+    };
+    CallTokens::default()
+        .token(&keys, plugin, &who, CallKind::Request)
+        .unwrap()
+}
+
+/// GET with an optional bearer token: the status and the JSON answer.
+fn get_as(url: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = client().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().unwrap_or(Value::Null))
+}
+
+/// A JWT with any header and claims, signed with garbage.
+fn forged(header: Value, claims: Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    format!("{}.{}.c2lnbmF0dXJl", b64(&header), b64(&claims))
+}
+
+#[test]
+fn template_plugin_answers_only_calls_from_its_core() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let reg = token(&core);
+    let p = Plugin::start(Some(&core.url), Some(&reg), free_port(), &[]);
+    wait(Duration::from_secs(10), "hello Ready in the core", || {
+        state(&core, &admin).as_deref() == Some("Ready")
+    });
+    let greeting = format!("{}/api/v1/greeting", p.url);
+
+    // Without a call token: 401 in the envelope, and the app never runs.
+    let r = client().get(&greeting).send().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let e: Value = r.json().unwrap();
+    assert_eq!(e["error"]["code"], "token_missing");
+
+    // The core's call token: the app runs and sees who called.
+    let t = call_token(&core, "hello", "alice");
+    let (s, body) = get_as(&greeting, Some(&t));
+    assert_eq!((s, body["greeting"].as_str()), (200, Some("Hello, world")));
+    let (s, who) = get_as(&format!("{}/api/v1/caller", p.url), Some(&t));
+    assert_eq!(s, 200, "{who}");
+    assert_eq!(
+        who,
+        serde_json::json!({"sub": "alice", "tenant": "acme", "groups": ["ops"], "kind": "request"})
+    );
+
+    let code = |t: &str| get_as(&greeting, Some(t)).1["error"]["code"].clone();
+    let now = tessera_core::auth::now();
+    let good = serde_json::json!({"iss": "tessera", "aud": "plugin:hello", "sub": "mallory",
+        "tenant": "acme", "groups": [], "kind": "request", "iat": now, "exp": now + 60, "jti": "x"});
+    // alg none and HS256 are refused before any key is looked at.
+    assert_eq!(
+        code(&forged(serde_json::json!({"alg": "none"}), good.clone())),
+        "token_algorithm_not_allowed"
+    );
+    assert_eq!(
+        code(&forged(
+            serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+            good.clone()
+        )),
+        "token_algorithm_not_allowed"
+    );
+    // The core's key with a forged signature.
+    let kid = tessera_core::auth::Keys::load_or_create(&core.data_dir)
+        .unwrap()
+        .kid;
+    assert_eq!(
+        code(&forged(
+            serde_json::json!({"alg": "EdDSA", "kid": kid}),
+            good.clone()
+        )),
+        "token_signature_invalid"
+    );
+    // Another plugin's call token, a registration token, an expired one.
+    assert_eq!(
+        code(&call_token(&core, "other", "alice")),
+        "token_wrong_audience"
+    );
+    assert_eq!(code(&reg), "token_wrong_audience");
+    let keys = tessera_core::auth::Keys::load_or_create(&core.data_dir).unwrap();
+    let mut old = good.clone();
+    old["iat"] = serde_json::json!(now - 600);
+    old["exp"] = serde_json::json!(now - 300);
+    assert_eq!(code(&keys.sign(&old).unwrap()), "token_expired");
+    // A key the core does not have (the JWKS is fetched again, at most every 30 s).
+    let stranger =
+        tessera_core::auth::Keys::from_pem(&tessera_core::auth::Keys::generate_pem().unwrap())
+            .unwrap();
+    assert_eq!(code(&stranger.sign(&good).unwrap()), "token_unknown_key");
+
+    // The standard endpoints stay open.
+    for open in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/manifest",
+        "/mf/remoteEntry.js",
+    ] {
+        assert_eq!(get(&format!("{}{open}", p.url)).unwrap().0, 200, "{open}");
+    }
+
+    // `tessera token call` mints the same, for trying a plugin's API by hand.
+    let dir = core.data_dir.to_str().unwrap().to_string();
+    let cli = tessera(&[
+        "token",
+        "call",
+        "hello",
+        "--sub",
+        "carol",
+        "--tenant",
+        "t2",
+        "--groups",
+        "a,b",
+        "--data-dir",
+        &dir,
+    ]);
+    assert_eq!(cli.code, Some(0), "{}", cli.stderr);
+    let (s, who) = get_as(&format!("{}/api/v1/caller", p.url), Some(cli.stdout.trim()));
+    assert_eq!(s, 200, "{who}");
+    assert_eq!(
+        who,
+        serde_json::json!({"sub": "carol", "tenant": "t2", "groups": ["a", "b"], "kind": "request"})
+    );
+
+    // The core gone: the cached keys still verify its tokens.
+    let t = call_token(&core, "hello", "bob");
+    let mut core = core;
+    core.kill9();
+    let (s, who) = get_as(&format!("{}/api/v1/caller", p.url), Some(&t));
+    assert_eq!((s, who["sub"].as_str()), (200, Some("bob")), "{who}");
+}
+
+#[test]
+fn template_plugin_keeps_its_plugin_token_fresh_until_its_registration_token_is_revoked() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let reg = token(&core);
+    let p = Plugin::start(Some(&core.url), Some(&reg), free_port(), &[]);
+    wait(Duration::from_secs(10), "hello Ready in the core", || {
+        state(&core, &admin).as_deref() == Some("Ready")
+    });
+    let whoami = format!("{}/api/v1/whoami", p.url);
+    let t = call_token(&core, "hello", "alice");
+    let (s, me) = get_as(&whoami, Some(&t));
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["plugin"], "hello");
+    assert_eq!(
+        me["capabilities"],
+        serde_json::json!(["ui:panel", "ui:route"])
+    );
+    // Renewed by every registration (every 0.3 s here): the expiry moves on.
+    let first = me["expiresAt"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = get_as(&whoami, Some(&t)).1["expiresAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(later > first, "{first} then {later}");
+
+    // Revoking the registration token ends the plugin token at once.
+    let jti = tessera_core::auth::peek_claims(&reg).unwrap().jti;
+    let r = client()
+        .post(format!("{}/api/tokens/{jti}/revoke", core.url))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+    wait(Duration::from_secs(3), "whoami refused", || {
+        get_as(&whoami, Some(&t)).0 == 502
+    });
+    let (_, e) = get_as(&whoami, Some(&t));
+    let msg = e["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("token_revoked") || msg.contains("not registered"),
+        "{e}"
+    );
 }

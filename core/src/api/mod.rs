@@ -8,6 +8,7 @@
 mod admin;
 mod assets;
 mod middleware;
+mod plugin_v1;
 mod register;
 mod reports;
 mod shell;
@@ -107,6 +108,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tokens"),
     ("POST", "/api/tokens/{jti}/revoke"),
     ("GET", "/api/audit"),
+    ("GET", "/api/plugin/v1/whoami"),
     ("GET", "/api/shell/remotes"),
     ("GET", "/api/shell/events"),
     ("POST", "/api/shell/reports"),
@@ -129,6 +131,7 @@ pub fn router(state: AppState) -> Router {
         .merge(shell::routes())
         .merge(reports::routes())
         .merge(assets::routes())
+        .merge(plugin_v1::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

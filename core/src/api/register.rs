@@ -21,6 +21,15 @@ use super::admin::view;
 use super::{AppState, RequestId, bearer, json_body};
 use crate::admit::{Grant, admit};
 
+/// A registration's answer: the plugin as the admin API shows it, and its plugin token.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Registered<'a> {
+    #[serde(flatten)]
+    plugin: super::views::PluginView<'a>,
+    plugin_token: String,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RegisterBody {
@@ -86,7 +95,7 @@ pub(super) async fn register_inner(
         &req.backend_url,
         &req.remote_url,
     )?;
-    // 8. collisions (inside the registry, under its write lock)
+    // 8. collisions (inside the registry, on its writer)
     let actor = Actor {
         who: format!("plugin:{}", m.name),
         request_id: Some(rid.0.clone()),
@@ -102,7 +111,7 @@ pub(super) async fn register_inner(
                 })?,
                 backend_url: req.backend_url,
                 remote_url: req.remote_url,
-                token_id: claims.jti,
+                token_id: claims.jti.clone(),
             },
             &actor,
         )
@@ -115,7 +124,19 @@ pub(super) async fn register_inner(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(view(&state, &out.record))).into_response())
+    // Every successful registration answers with a fresh plugin token (the SDK renews it by
+    // registering again every 15 s, well within its hour).
+    let (plugin_token, _) = state.keys.issue_plugin(&claims).map_err(|e| {
+        ApiError::new(
+            Code::Internal,
+            format!("signing the plugin token failed: {e}"),
+        )
+    })?;
+    let answer = Registered {
+        plugin: view(&state, &out.record),
+        plugin_token,
+    };
+    Ok((status, Json(answer)).into_response())
 }
 
 /// The registration endpoint.

@@ -1,5 +1,13 @@
-//! Tokens: the core's Ed25519 signing key, minting registration and admin tokens (EdDSA JWTs
-//! with a `kid`), the JWKS, and validation that pins the algorithm.
+//! Tokens: the core's Ed25519 signing key, minting registration, admin and plugin tokens (EdDSA
+//! JWTs with a `kid`), the JWKS, and validation that pins the algorithm. `call` mints the call
+//! tokens the core presents to plugins; `grant` checks what a token request may ask for.
+//!
+//! | token | `aud` | who holds it | lifetime |
+//! |---|---|---|---|
+//! | registration | `tessera-register` | a plugin service (Secret, `REG_TOKEN`) | as minted |
+//! | admin | `tessera-admin` | automation | <= 100 y, default 12 h |
+//! | plugin | `tessera-plugin` | a registered plugin (from its registration answer) | <= 1 h |
+//! | call | `plugin:<name>` | the core, calling into a plugin | <= 2 min |
 //!
 //! The key lives in the data dir as `signing-key.pem` (PKCS#8, mode 0600), created on first
 //! start. Validation order: header (algorithm EdDSA only, our `kid`) -> signature -> `iss`,
@@ -20,10 +28,19 @@ use tessera_sdk::Capability;
 
 use crate::error::{ApiError, Code};
 
+pub mod call;
+mod grant;
+
+pub use grant::{ADMIN_TOKEN_TTL_SECS, Grant, InvalidRequest, parse_ttl};
+
 /// Audience of registration tokens.
 pub const AUD_REGISTER: &str = "tessera-register";
 /// Audience of admin tokens.
 pub const AUD_ADMIN: &str = "tessera-admin";
+/// Audience of plugin tokens (plugin -> core, the plugin-facing API).
+pub const AUD_PLUGIN: &str = "tessera-plugin";
+/// Longest life of a plugin token; the SDK renews it by re-registering well before.
+pub const PLUGIN_TOKEN_TTL_SECS: u64 = 3600;
 /// Issuer of every token this core mints.
 pub const ISSUER: &str = "tessera";
 /// Clock leeway for `exp` and `nbf`, in seconds.
@@ -61,6 +78,10 @@ pub struct Claims {
     pub exp: Option<u64>,
     /// Token id, for revocation.
     pub jti: String,
+    /// Plugin tokens: the `jti` of the registration token they were issued for, so revoking
+    /// it ends them at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reg: Option<String>,
 }
 
 impl Claims {
@@ -174,7 +195,7 @@ impl Keys {
     }
 
     /// Signs claims.
-    pub fn sign(&self, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, jsonwebtoken::errors::Error> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding)
@@ -202,6 +223,7 @@ impl Keys {
             nbf: None,
             exp: ttl_secs.map(|t| now.saturating_add(t)),
             jti: new_jti(),
+            reg: None,
         };
         Ok((self.sign(&claims)?, claims))
     }
@@ -222,8 +244,58 @@ impl Keys {
             nbf: None,
             exp: Some(now.saturating_add(ttl_secs)),
             jti: new_jti(),
+            reg: None,
         };
         Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Mints the plugin token a registration answers with: the registration token's plugin
+    /// and capabilities, for at most an hour and never past the registration token's expiry.
+    pub fn issue_plugin(
+        &self,
+        registration: &Claims,
+    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
+        let now = now();
+        let mut exp = now.saturating_add(PLUGIN_TOKEN_TTL_SECS);
+        if let Some(limit) = registration.exp {
+            exp = exp.min(limit);
+        }
+        let claims = Claims {
+            iss: ISSUER.to_string(),
+            aud: AUD_PLUGIN.to_string(),
+            sub: registration.sub.clone(),
+            caps: registration.caps.clone(),
+            ns: registration.ns.clone(),
+            iat: now,
+            nbf: None,
+            exp: Some(exp),
+            jti: new_jti(),
+            reg: Some(registration.jti.clone()),
+        };
+        Ok((self.sign(&claims)?, claims))
+    }
+
+    /// Validates a plugin token: as any token for `tessera-plugin`, and refused once the
+    /// registration token it was issued for is revoked.
+    pub fn validate_plugin(
+        &self,
+        token: &str,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<Claims, ApiError> {
+        let claims = self.validate(token, AUD_PLUGIN, &revoked)?;
+        match (&claims.exp, &claims.reg) {
+            (None, _) | (_, None) => Err(ApiError::new(
+                Code::TokenMalformed,
+                "a plugin token must expire and name its registration token",
+            )),
+            (Some(_), Some(reg)) if revoked(reg) => Err(ApiError::new(
+                Code::TokenRevoked,
+                format!(
+                    "the registration token {reg} this plugin token was issued for has been revoked"
+                ),
+            )),
+            _ => Ok(claims),
+        }
     }
 
     /// Validates a bearer token for `audience`; `revoked` tells whether a token id is revoked.
@@ -362,106 +434,6 @@ pub fn new_jti() -> String {
 
 /// Longest token lifetime: 100 years (expiry dates stay four-digit years).
 pub const MAX_TTL_SECS: u64 = 100 * 365 * 86_400;
-
-/// How long an admin token lives when its minter names no lifetime (admin tokens always
-/// expire).
-pub const ADMIN_TOKEN_TTL_SECS: u64 = 12 * 3600;
-
-/// What a registration token grants, checked once for every way of minting one (the admin
-/// API, `tessera token issue|rotate`, the leader's token Secrets): a plugin name, the
-/// namespace its URLs must live in (cluster mode), and known capabilities.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Grant {
-    /// The plugin the token registers.
-    pub plugin: String,
-    /// Capabilities granted.
-    pub capabilities: Vec<Capability>,
-    /// Namespace the plugin's URLs must live in.
-    pub namespace: Option<String>,
-}
-
-impl Grant {
-    /// Checks a grant; blank capability entries are skipped. The error says which part is
-    /// wrong and what is allowed.
-    pub fn new(
-        plugin: &str,
-        capabilities: &[impl AsRef<str>],
-        namespace: Option<&str>,
-    ) -> Result<Grant, InvalidRequest> {
-        if !tessera_sdk::manifest::is_plugin_name(plugin) {
-            return Err(InvalidRequest(format!(
-                "plugin \"{plugin}\" is not a valid plugin name (lowercase letters, digits and '-', at most 63)"
-            )));
-        }
-        if let Some(ns) = namespace
-            && !tessera_sdk::names::is_dns_label(ns)
-        {
-            return Err(InvalidRequest(format!(
-                "namespace \"{ns}\" is not a Kubernetes namespace name"
-            )));
-        }
-        let capabilities = capabilities
-            .iter()
-            .map(|c| c.as_ref().trim())
-            .filter(|c| !c.is_empty())
-            .map(|c| Capability::parse(c).map_err(|e| InvalidRequest(format!("capabilities: {e}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Grant {
-            plugin: plugin.to_string(),
-            capabilities,
-            namespace: namespace.map(String::from),
-        })
-    }
-}
-
-impl Keys {
-    /// Mints a registration token for a checked grant.
-    pub fn issue_grant(
-        &self,
-        grant: &Grant,
-        ttl_secs: Option<u64>,
-    ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
-        self.issue_registration(
-            &grant.plugin,
-            &grant.capabilities,
-            grant.namespace.clone(),
-            ttl_secs,
-        )
-    }
-}
-
-/// A token request that cannot be honoured: a lifetime that is not one, a plugin name, namespace
-/// or capability that is not valid. The message says which and what is allowed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidRequest(pub String);
-
-/// Parses durations such as `90d`, `12h`, `30m`, `45s`.
-pub fn parse_ttl(s: &str) -> Result<u64, InvalidRequest> {
-    let s = s.trim();
-    let bad = |why: String| InvalidRequest(why);
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| {
-        bad(format!(
-            "\"{s}\" is not a duration such as 90d, 12h, 30m or 45s"
-        ))
-    })?;
-    let mult = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad(format!("\"{s}\": unit must be s, m, h or d"))),
-    };
-    let t = n
-        .checked_mul(mult)
-        .filter(|&t| t > 0)
-        .ok_or_else(|| bad(format!("\"{s}\" must be a positive duration")))?;
-    if t > MAX_TTL_SECS {
-        return Err(bad(format!("\"{s}\" is longer than 100 years")));
-    }
-    Ok(t)
-}
 
 #[cfg(test)]
 mod tests {

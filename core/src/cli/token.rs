@@ -24,6 +24,60 @@ pub(crate) enum TokenCommand {
     /// Mint a new token for a plugin with the same grant and revoke its old ones: through a
     /// running core (SQLite store), or in the plugin's token Secret (--k8s-namespace).
     Rotate(RotateArgs),
+    /// Print a call token for a plugin, as the core presents when it calls the plugin's API
+    /// (2 minutes; signed with the data dir's key): for trying a plugin's routes by hand.
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    /// The plugin called (the token's audience is `plugin:<name>`).
+    plugin: String,
+    /// On whose behalf: a user's subject, `anonymous` or `core`.
+    #[arg(long, default_value = "anonymous")]
+    sub: String,
+    /// The caller's tenant.
+    #[arg(long, default_value = "default")]
+    tenant: String,
+    /// The caller's groups, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    groups: Vec<String>,
+    /// Why the core calls.
+    #[arg(long, value_enum, default_value = "request")]
+    kind: CallKindArg,
+    /// Data dir holding the signing key: the core's --data-dir.
+    #[arg(long, value_name = "DIR", default_value = ".tessera")]
+    data_dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum CallKindArg {
+    Request,
+    Event,
+    Job,
+    Webhook,
+}
+
+fn call_token(a: &CallArgs) -> Result<String, String> {
+    use auth::call::{CallKind, CallTokens, OnBehalfOf};
+    if !tessera_sdk::manifest::is_plugin_name(&a.plugin) {
+        return Err(format!("\"{}\" is not a plugin name", a.plugin));
+    }
+    let keys = keys::for_minting(None, &a.data_dir, false).map_err(|(e, _)| e)?;
+    let kind = match a.kind {
+        CallKindArg::Request => CallKind::Request,
+        CallKindArg::Event => CallKind::Event,
+        CallKindArg::Job => CallKind::Job,
+        CallKindArg::Webhook => CallKind::Webhook,
+    };
+    let who = OnBehalfOf {
+        sub: a.sub.clone(),
+        tenant: a.tenant.clone(),
+        groups: a.groups.iter().filter(|g| !g.is_empty()).cloned().collect(),
+    };
+    CallTokens::default()
+        .token(&keys, &a.plugin, &who, kind)
+        .map_err(|e| format!("signing failed: {e}"))
 }
 
 /// How to reach a running core's admin API.
@@ -146,6 +200,7 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
             return finish(rotate_through_core(&r));
         }
         TokenCommand::Rotate(r) => return rotate(r),
+        TokenCommand::Call(c) => return finish(call_token(&c)),
     };
     let keys = match keys::for_minting(a.core_namespace.as_deref(), &a.data_dir, a.init) {
         Ok(k) => k,

@@ -1,6 +1,13 @@
-//! `hello`, the template plugin's backend: one example API, `GET <basePath>/v1/greeting`,
+//! `hello`, the template plugin's backend: three example routes under `endpoints.basePath`,
 //! on top of everything `tessera_sdk::runtime::serve` provides (health, readiness, metrics,
-//! manifest, the UI files, registration with the core).
+//! manifest, the UI files, registration with the core, the call-token check):
+//!
+//! - `GET /v1/greeting`: the configured greeting;
+//! - `GET /v1/caller`: who the core calls on behalf of (the verified call token);
+//! - `GET /v1/whoami`: what the core says of this plugin (`/api/plugin/v1/whoami`, with the
+//!   plugin token the SDK keeps fresh).
+//!
+//! Every route answers only calls from the core: a request without a call token gets 401.
 //!
 //! Run it beside a core (`tessera dev` does all of this):
 //!
@@ -16,12 +23,13 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use serde_json::{Value, json};
-use tessera_sdk::runtime::{self, CoreClient, PluginApp};
+use tessera_sdk::runtime::{self, Caller, CoreClient, PluginApp};
 
-/// The plugin's state: the configured greeting.
+/// The plugin's state: the configured greeting, and the client for the core.
 #[derive(Default)]
 struct Hello {
     greeting: Arc<RwLock<String>>,
+    core: Arc<RwLock<Option<CoreClient>>>,
 }
 
 impl PluginApp for Hello {
@@ -29,9 +37,14 @@ impl PluginApp for Hello {
         Router::new()
             .route("/v1/greeting", get(greeting))
             .with_state(self.greeting.clone())
+            .route("/v1/caller", get(caller))
+            .route("/v1/whoami", get(whoami).with_state(self.core.clone()))
     }
 
     async fn on_start(&self, core: CoreClient) {
+        if let Ok(mut c) = self.core.write() {
+            *c = Some(core.clone());
+        }
         let configured = core
             .config
             .get("greeting")
@@ -50,6 +63,32 @@ async fn greeting(State(word): State<Arc<RwLock<String>>>) -> axum::Json<Value> 
         .map(|g| g.clone())
         .unwrap_or_else(|_| "Hello".to_string());
     axum::Json(json!({ "greeting": format!("{word}, world") }))
+}
+
+/// Who the core calls on behalf of: the SDK verified the call token before this runs.
+async fn caller(caller: Caller) -> axum::Json<Value> {
+    axum::Json(json!({
+        "sub": caller.sub, "tenant": caller.tenant, "groups": caller.groups, "kind": caller.kind,
+    }))
+}
+
+/// What the core says of this plugin, asked with the plugin token.
+async fn whoami(State(core): State<Arc<RwLock<Option<CoreClient>>>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let client = core.read().ok().and_then(|c| c.clone());
+    let Some(client) = client else {
+        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting").into_response();
+    };
+    match client.whoami().await {
+        Ok(me) => axum::Json(me).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::BAD_GATEWAY,
+            axum::Json(
+                json!({"error": {"code": "core_refused", "message": e.to_string(), "details": []}}),
+            ),
+        )
+            .into_response(),
+    }
 }
 
 #[tokio::main]

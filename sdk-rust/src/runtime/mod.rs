@@ -7,8 +7,10 @@
 //!     ├─ /metrics                Prometheus text: requests by route, durations, errors + app metrics
 //!     ├─ /manifest               the normalized manifest
 //!     ├─ <dir of ui.remotePath>/ the built UI files (UI_REMOTE_PATH on disk), right MIME types
-//!     ├─ <endpoints.basePath>/   app.routes()
-//!     └─ registration loop       registers with CORE_BASE_URL, retries, re-asserts (see register.rs)
+//!     ├─ <endpoints.basePath>/   app.routes(), each call checked: a call token from the core
+//!     │                          or 401 (see caller.rs); app.public_routes() unchecked
+//!     └─ registration loop       registers with CORE_BASE_URL, retries, re-asserts, keeps the
+//!                                plugin token fresh (see register.rs)
 //! ```
 //!
 //! Environment: `PORT` (default 7001), `CORE_BASE_URL` (no registration when unset),
@@ -17,6 +19,7 @@
 //! and its chunks; default `ui/dist`), `PLUGIN_CONFIG` (JSON or YAML text) or
 //! `PLUGIN_CONFIG_FILE`, checked against the manifest's `configSchema` at start.
 
+mod caller;
 mod logs;
 mod metrics;
 mod register;
@@ -38,14 +41,23 @@ use tokio::sync::watch;
 
 use crate::manifest::{self, Format, Manifest};
 
+pub use caller::{Caller, JWKS_REFRESH_INTERVAL};
 pub use logs::init_logging;
 pub use metrics::{AppMetrics, REQUIRED_FAMILIES};
 pub use register::{RegistrationStatus, backoff};
 
 /// A plugin's backend: its routes, readiness and life-cycle hooks.
 pub trait PluginApp: Send + Sync + 'static {
-    /// The app's own routes, served under the manifest's `endpoints.basePath`.
+    /// The app's own routes, served under the manifest's `endpoints.basePath`. Every request
+    /// must carry a call token from the core (the SDK checks it and answers 401 otherwise);
+    /// handlers take the verified [`Caller`] as an argument.
     fn routes(&self) -> Router {
+        Router::new()
+    }
+
+    /// Routes served under `endpoints.basePath` without the call-token check: an explicit
+    /// opt-out, for what must answer anyone (a public status badge, say). Empty by default.
+    fn public_routes(&self) -> Router {
         Router::new()
     }
 
@@ -77,6 +89,7 @@ pub struct CoreClient {
     /// The metrics registry `/metrics` serves; register the app's own metrics here.
     pub metrics: AppMetrics,
     http: reqwest::Client,
+    plugin_token: watch::Receiver<Option<String>>,
 }
 
 impl CoreClient {
@@ -84,6 +97,65 @@ impl CoreClient {
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
+
+    /// The plugin token the last registration answered with (renewed by every registration,
+    /// every 15 s; `None` before the first one, and after the core refused the registration
+    /// token). It is what the plugin-facing API (`/api/plugin/v1/...`) accepts.
+    pub fn plugin_token(&self) -> Option<String> {
+        self.plugin_token.borrow().clone()
+    }
+
+    /// `GET /api/plugin/v1/whoami`: the plugin's name and granted capabilities, as the core
+    /// sees its plugin token.
+    pub async fn whoami(&self) -> Result<Value, CoreError> {
+        let base = self.base_url.as_deref().ok_or(CoreError::NotConfigured)?;
+        let token = self.plugin_token().ok_or(CoreError::NotRegistered)?;
+        let res = self
+            .http
+            .get(format!("{base}/api/plugin/v1/whoami"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| CoreError::Unreachable(e.to_string()))?;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(CoreError::Refused {
+                status,
+                code: body["error"]["code"]
+                    .as_str()
+                    .unwrap_or("unknown")
+                    .to_string(),
+                message: body["error"]["message"].as_str().unwrap_or("").to_string(),
+            })
+        }
+    }
+}
+
+/// Why a call to the core's plugin-facing API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// No core is configured (`CORE_BASE_URL`).
+    #[error("no core is configured (CORE_BASE_URL)")]
+    NotConfigured,
+    /// The plugin holds no plugin token: not registered yet, or its registration was refused.
+    #[error("no plugin token yet: the plugin is not registered")]
+    NotRegistered,
+    /// The core cannot be reached.
+    #[error("the core cannot be reached: {0}")]
+    Unreachable(String),
+    /// The core answered with an error.
+    #[error("the core answered {status}: {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error envelope's code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
 }
 
 /// What went wrong before the plugin could serve.
@@ -236,6 +308,7 @@ pub async fn serve_with<A: PluginApp>(
         .build()
         .map_err(|e| ServeError::Config(format!("HTTP client: {e}")))?;
     let (reg_tx, reg_rx) = watch::channel(RegistrationStatus::NotConfigured);
+    let (token_tx, token_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let remote_path = manifest.ui.remote_path.clone();
     let (ui_prefix, entry_file) = match remote_path.rsplit_once('/') {
@@ -257,7 +330,24 @@ pub async fn serve_with<A: PluginApp>(
         app,
     });
 
-    let app_routes = shared.app.routes();
+    // Every route of the app's own checks its caller; public routes only when the app says so.
+    let verifier = Arc::new(caller::Verifier::new(
+        &manifest.name,
+        settings.core_base_url.as_deref(),
+        http.clone(),
+    ));
+    if settings.core_base_url.is_some() {
+        let v = verifier.clone();
+        tokio::spawn(async move { v.prefetch().await });
+    }
+    let app_routes = shared
+        .app
+        .routes()
+        .route_layer(middleware::from_fn_with_state(
+            verifier,
+            caller::verify_caller,
+        ))
+        .merge(shared.app.public_routes());
     let standard = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<A>))
@@ -282,6 +372,7 @@ pub async fn serve_with<A: PluginApp>(
         config: settings.config.clone(),
         metrics: shared.metrics.clone(),
         http: http.clone(),
+        plugin_token: token_rx,
     };
     let registration = match (&settings.core_base_url, &settings.token) {
         (Some(base), Some(token)) => Some(tokio::spawn(register::run(
@@ -294,6 +385,7 @@ pub async fn serve_with<A: PluginApp>(
                 "remoteUrl": format!("{}{}", settings.service_url.trim_end_matches('/'), remote_path),
             }),
             reg_tx,
+            token_tx,
             stop_rx.clone(),
         ))),
         (Some(_), None) => {

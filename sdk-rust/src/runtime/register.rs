@@ -9,6 +9,10 @@
 //! registration every `REGISTER_INTERVAL_SECONDS` (default 15). Registration is idempotent, so
 //! the core answers 200 and nothing changes; a core that lost its store (wiped, restored from an
 //! old backup) answers 201 and the plugin is back within one interval, without a restart.
+//!
+//! Every accepted registration answers with a fresh plugin token (an hour at most); re-asserting
+//! every 15 s keeps it fresh. A registration token the core refuses (revoked, expired) ends
+//! the renewals at once.
 
 use std::time::Duration;
 
@@ -94,6 +98,7 @@ pub async fn run(
     token: String,
     body: Value,
     status: watch::Sender<RegistrationStatus>,
+    plugin_token: watch::Sender<Option<String>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let url = format!("{core}/api/plugins/register");
@@ -123,6 +128,10 @@ pub async fn run(
                     }
                     accepted_once = true;
                     attempts = 0;
+                    // Every accepted registration renews the plugin token.
+                    if let Some(t) = answer["pluginToken"].as_str() {
+                        plugin_token.send_replace(Some(t.to_string()));
+                    }
                     status.send_replace(RegistrationStatus::Accepted { state });
                     interval()
                 } else {
@@ -135,6 +144,11 @@ pub async fn run(
                         .unwrap_or("")
                         .to_string();
                     if code.is_client_error() && code != reqwest::StatusCode::TOO_MANY_REQUESTS {
+                        // A refused registration token (revoked, expired) ends the plugin
+                        // token too: the core refuses it as well.
+                        if code == reqwest::StatusCode::UNAUTHORIZED {
+                            plugin_token.send_replace(None);
+                        }
                         tracing::error!(status = code.as_u16(), code = %err_code, message = %message, "the core rejected the registration");
                         status.send_replace(RegistrationStatus::Rejected {
                             code: err_code,

@@ -1,0 +1,153 @@
+//! Identity between plugins and the core: the plugin token a registration answers with, the
+//! plugin-facing API it opens (and nothing else), and revocation ending it at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tessera_tests::client::{http, manifest, post_admin, register};
+use tessera_tests::core::{Core, fast_config};
+use tessera_tests::plugin_server::TestPlugin;
+
+fn claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn whoami(core: &Core, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = http().get(format!("{}/api/plugin/v1/whoami", core.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let s = res.status();
+    (s, res.json().await.unwrap_or(Value::Null))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_answers_with_a_plugin_token_that_opens_only_the_plugin_api() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let reg_token = core.token(&[
+        "--plugin",
+        "atlas",
+        "--capabilities",
+        "ui:route,ui:panel,events:publish",
+        "--ttl",
+        "30m",
+    ]);
+    let p = TestPlugin::start("atlas");
+    let (s, body) = register(&core, &reg_token, &manifest("atlas", "1.0.0"), &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let token = body["pluginToken"]
+        .as_str()
+        .expect("pluginToken")
+        .to_string();
+    // The answer is still the plugin as the admin API shows it.
+    assert_eq!(body["name"], "atlas");
+    assert_eq!(body["state"], "Registering");
+
+    let c = claims(&token);
+    let r = claims(&reg_token);
+    assert_eq!(c["aud"], "tessera-plugin");
+    assert_eq!(c["iss"], "tessera");
+    assert_eq!(c["sub"], "atlas");
+    assert_eq!(c["caps"], json!(["events:publish", "ui:panel", "ui:route"]));
+    assert_eq!(c["reg"], r["jti"]);
+    let life = c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap();
+    assert!(life <= 3600, "a plugin token lives at most an hour: {life}");
+    // Never past the registration token's own expiry (30 minutes here).
+    assert!(c["exp"].as_u64().unwrap() <= r["exp"].as_u64().unwrap());
+
+    let (s, me) = whoami(&core, Some(&token)).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(me["plugin"], "atlas");
+    assert_eq!(
+        me["capabilities"],
+        json!(["events:publish", "ui:panel", "ui:route"])
+    );
+    assert!(me["expiresAt"].as_str().unwrap().ends_with('Z'), "{me}");
+
+    // The plugin API takes nothing but a plugin token, and the admin API no plugin token.
+    let (s, e) = whoami(&core, None).await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "token_missing"));
+    let (s, e) = whoami(&core, Some(&reg_token)).await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::UNAUTHORIZED, "token_wrong_audience")
+    );
+    let (s, e) = whoami(&core, Some(&admin)).await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::UNAUTHORIZED, "token_wrong_audience")
+    );
+    let res = http()
+        .get(format!("{}/api/plugins", core.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(code(&e), "token_wrong_audience");
+    // Nor does a plugin token register.
+    let (s, e) = register(&core, &token, &manifest("atlas", "1.0.0"), &p).await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::UNAUTHORIZED, "token_wrong_audience")
+    );
+
+    // An idempotent repeat renews it too (a fresh token each time).
+    let (s, again) = register(&core, &reg_token, &manifest("atlas", "1.0.0"), &p).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    let renewed = again["pluginToken"].as_str().unwrap();
+    assert_ne!(renewed, token);
+    assert_eq!(whoami(&core, Some(renewed)).await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_the_registration_token_ends_its_plugin_tokens_and_their_renewal() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let reg_token = core.token(&["--plugin", "beacon", "--capabilities", "ui:panel,ui:route"]);
+    let p = TestPlugin::start("beacon");
+    let (s, body) = register(&core, &reg_token, &manifest("beacon", "1.0.0"), &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let token = body["pluginToken"].as_str().unwrap().to_string();
+    assert_eq!(whoami(&core, Some(&token)).await.0, StatusCode::OK);
+
+    let jti = claims(&reg_token)["jti"].as_str().unwrap().to_string();
+    let (s, b) = post_admin(
+        &core,
+        &admin,
+        &format!("/api/tokens/{jti}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert!(s.is_success(), "{b}");
+
+    let (s, e) = whoami(&core, Some(&token)).await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::UNAUTHORIZED, "token_revoked"),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains(&jti),
+        "{e}"
+    );
+    // No renewal with the revoked registration token.
+    let (s, e) = register(&core, &reg_token, &manifest("beacon", "1.0.0"), &p).await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "token_revoked"));
+    assert!(e.get("pluginToken").is_none());
+}
