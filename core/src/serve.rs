@@ -69,6 +69,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let keys = Arc::new(opened.keys);
+    // A rotation (`tessera keys rotate`) reaches this replica within seconds.
+    let reloader = keys.spawn_reloader(std::time::Duration::from_secs(2));
     let shared_config = Arc::new(config.clone());
     let replication = opened.coordination.start(Upkeep {
         keys: keys.clone(),
@@ -88,6 +90,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let leading_rx = replication.leading.clone();
     let mut tasks = replication.tasks;
     tasks.push(feeder);
+    tasks.push(reloader);
     if replication.clustered {
         tasks.push(crate::declared::spawn(
             registry.clone(),

@@ -243,6 +243,10 @@ pub struct IssuedToken {
     pub expires: Option<String>,
     /// Who minted it (`admin:<jti>`, `cli`, `core`).
     pub issued_by: String,
+    /// The key id it was signed with (`None`: minted before keys were recorded), so retiring
+    /// a key can name the live tokens that depend on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<String>,
 }
 
 impl IssuedToken {

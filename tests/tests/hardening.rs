@@ -379,7 +379,7 @@ async fn small_refusals_answer_in_the_envelope_with_a_request_id() {
     );
     let mut parts: Vec<String> = admin.split('.').map(String::from).collect();
     parts[0] = b64(
-        &json!({"alg": "EdDSA", "typ": "JWT", "kid": keys.kid, "crit": ["x-tessera"], "x-tessera": 1}),
+        &json!({"alg": "EdDSA", "typ": "JWT", "kid": keys.kid(), "crit": ["x-tessera"], "x-tessera": 1}),
     );
     let res = http()
         .get(format!("{}/api/plugins", core.url))

@@ -151,3 +151,129 @@ async fn revoking_the_registration_token_ends_its_plugin_tokens_and_their_renewa
     assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "token_revoked"));
     assert!(e.get("pluginToken").is_none());
 }
+
+async fn jwks_kids(core: &Core) -> Vec<String> {
+    let v: Value = http()
+        .get(format!("{}/.well-known/jwks.json", core.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn admin_status(core: &Core, token: &str) -> (StatusCode, Value) {
+    let res = http()
+        .get(format!("{}/api/plugins", core.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let s = res.status();
+    (s, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_rotate_breaks_nobody_and_retire_names_what_depends_on_the_key() {
+    let core = Core::start(&fast_config(""));
+    let dir = core.data_dir.to_str().unwrap().to_string();
+    let old_admin = core.admin_token();
+    let reg_token = core.token(&["--plugin", "atlas", "--capabilities", "ui:panel,ui:route"]);
+    let p = TestPlugin::start("atlas");
+    let (s, body) = register(&core, &reg_token, &manifest("atlas", "1.0.0"), &p).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let old_kid = claims_kid(&old_admin);
+    assert_eq!(jwks_kids(&core).await, std::slice::from_ref(&old_kid));
+
+    let out = tessera_tests::tessera(&["keys", "rotate", "--data-dir", &dir]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // A token minted with the new key right away is accepted at once (the core reads its keys
+    // again when a token names one it does not hold).
+    let new_admin = core.admin_token();
+    let new_kid = claims_kid(&new_admin);
+    assert_ne!(new_kid, old_kid);
+    assert!(
+        out.stdout
+            .starts_with(&format!("{new_kid} signs from now on")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(admin_status(&core, &new_admin).await.0, StatusCode::OK);
+    // Everything the old key signed keeps working; the JWKS serves both.
+    assert_eq!(admin_status(&core, &old_admin).await.0, StatusCode::OK);
+    let (s, again) = register(&core, &reg_token, &manifest("atlas", "1.0.0"), &p).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    // New plugin tokens are signed with the new key.
+    assert_eq!(claims_kid(again["pluginToken"].as_str().unwrap()), new_kid);
+    let mut kids = jwks_kids(&core).await;
+    kids.sort();
+    let mut both = vec![old_kid.clone(), new_kid.clone()];
+    both.sort();
+    assert_eq!(kids, both);
+
+    // The list names which signs and what depends on each.
+    let list = tessera_tests::tessera(&["keys", "list", "--data-dir", &dir]);
+    assert_eq!(list.code, Some(0), "{}", list.stderr);
+    let line = |kid: &str| {
+        list.stdout
+            .lines()
+            .find(|l| l.starts_with(kid))
+            .unwrap()
+            .to_string()
+    };
+    assert!(line(&new_kid).contains("signing"), "{}", list.stdout);
+    assert!(line(&old_kid).contains("verifying"), "{}", list.stdout);
+    assert!(line(&old_kid).trim_end().ends_with(" 2"), "{}", list.stdout);
+
+    // The signing key cannot be retired; the old one not while live tokens depend on it.
+    let refused = tessera_tests::tessera(&["keys", "retire", &new_kid, "--data-dir", &dir]);
+    assert_eq!(refused.code, Some(1));
+    assert!(
+        refused.stderr.contains("signs: rotate first"),
+        "{}",
+        refused.stderr
+    );
+    let refused = tessera_tests::tessera(&["keys", "retire", &old_kid, "--data-dir", &dir]);
+    assert_eq!(refused.code, Some(1));
+    for jti in [
+        claims(&old_admin)["jti"].clone(),
+        claims(&reg_token)["jti"].clone(),
+    ] {
+        assert!(
+            refused.stderr.contains(jti.as_str().unwrap()),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert!(refused.stderr.contains("--force"), "{}", refused.stderr);
+    assert_eq!(admin_status(&core, &old_admin).await.0, StatusCode::OK);
+
+    let forced =
+        tessera_tests::tessera(&["keys", "retire", &old_kid, "--force", "--data-dir", &dir]);
+    assert_eq!(forced.code, Some(0), "{}", forced.stderr);
+    // Within seconds the core refuses what the retired key signed, and serves one key.
+    let mut refused_at = None;
+    for _ in 0..50 {
+        let (s, e) = admin_status(&core, &old_admin).await;
+        if s == StatusCode::UNAUTHORIZED {
+            refused_at = Some(e);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let e = refused_at.expect("the retired key's token still accepted after 5 s");
+    assert_eq!(code(&e), "token_unknown_key");
+    assert_eq!(jwks_kids(&core).await, std::slice::from_ref(&new_kid));
+    assert_eq!(admin_status(&core, &new_admin).await.0, StatusCode::OK);
+}
+
+fn claims_kid(token: &str) -> String {
+    tessera_core::auth::kid_of(token).unwrap()
+}

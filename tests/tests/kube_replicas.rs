@@ -836,3 +836,89 @@ async fn a_leader_stopped_with_sigterm_hands_the_lease_over_at_once() {
     .await;
     eprintln!("core-b took the released Lease {took:?} after core-a stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_rotated_through_one_replica_breaks_no_token_on_the_other() {
+    a_key_rotated_through_one_replica_breaks_no_token_on_the_other_on(Cluster::fake().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a Kubernetes cluster from KUBECONFIG"]
+async fn a_key_rotated_through_one_replica_breaks_no_token_on_the_other_on_a_real_cluster() {
+    a_key_rotated_through_one_replica_breaks_no_token_on_the_other_on(Cluster::real().await).await;
+}
+
+async fn a_key_rotated_through_one_replica_breaks_no_token_on_the_other_on(k: Cluster) {
+    let a = k.replica("core-a", &config());
+    let b = k.replica("core-b", &config());
+    let old_admin = k.admin();
+    let old_kid = tessera_core::auth::kid_of(&old_admin).unwrap();
+    let out = tessera_kube(&k, &["keys", "rotate", "--core-namespace", &k.ns]);
+    let new_kid = k.keys().kid();
+    assert_ne!(new_kid, old_kid);
+    assert!(out.starts_with(&new_kid), "{out}");
+    // A mints with the new key within seconds; B accepts A's token at once.
+    let started = Instant::now();
+    let token = loop {
+        let (s, body) = post_admin(
+            &a,
+            &old_admin,
+            "/api/tokens",
+            json!({"admin": true, "ttl": "10m"}),
+        )
+        .await;
+        assert!(s.is_success(), "{body}");
+        let t = body["token"].as_str().unwrap().to_string();
+        if tessera_core::auth::kid_of(&t).as_deref() == Some(new_kid.as_str()) {
+            break t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "A still signs with the old key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for core in [&b, &a] {
+        let res = http()
+            .get(format!("{}/api/plugins", core.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", core.log());
+        // The old key's tokens keep working.
+        let res = http()
+            .get(format!("{}/api/plugins", core.url))
+            .bearer_auth(&old_admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // Retired (with --force: the token list names the old admin's minted tokens), the old key's
+    // tokens are refused by both replicas within seconds.
+    tessera_kube(
+        &k,
+        &[
+            "keys",
+            "retire",
+            &old_kid,
+            "--force",
+            "--core-namespace",
+            &k.ns,
+        ],
+    );
+    for core in [&a, &b] {
+        within(Duration::from_secs(10), "old key refused", || async {
+            let res = http()
+                .get(format!("{}/api/plugins", core.url))
+                .bearer_auth(&old_admin)
+                .send()
+                .await
+                .unwrap();
+            res.status() == StatusCode::UNAUTHORIZED
+        })
+        .await;
+    }
+    k.cleanup().await;
+}

@@ -631,7 +631,7 @@ fn template_plugin_answers_only_calls_from_its_core() {
     // The core's key with a forged signature.
     let kid = tessera_core::auth::Keys::load_or_create(&core.data_dir)
         .unwrap()
-        .kid;
+        .kid();
     assert_eq!(
         code(&forged(
             serde_json::json!({"alg": "EdDSA", "kid": kid}),

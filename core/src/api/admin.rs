@@ -165,7 +165,7 @@ pub(super) async fn mint_token(
     let (token, minted) = signed;
     state
         .registry
-        .record_issued(minted.issued(&actor.who), &actor)
+        .record_issued(minted.issued(&actor.who, auth::kid_of(&token)), &actor)
         .await?;
     tracing::info!(request_id = actor.request_id.as_deref().unwrap_or(""), actor = %actor.who, jti = %minted.jti, sub = %minted.sub, "token minted");
     Ok((

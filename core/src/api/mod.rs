@@ -172,11 +172,12 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     }
 }
 
-pub(crate) fn admin(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
+pub(crate) async fn admin(state: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = bearer(headers)?;
     state
         .keys
-        .validate(token, AUD_ADMIN, |j| state.registry.is_revoked(j))
+        .check(token, AUD_ADMIN, |j| state.registry.is_revoked(j))
+        .await
 }
 
 /// The admin a request comes from: extracting it checks the admin bearer token (signature,
@@ -191,7 +192,7 @@ impl axum::extract::FromRequestParts<AppState> for AdminActor {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
-        let claims: Claims = admin(state, &parts.headers)?;
+        let claims: Claims = admin(state, &parts.headers).await?;
         Ok(AdminActor(Actor {
             who: format!("admin:{}", claims.jti),
             request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),

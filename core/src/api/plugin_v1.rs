@@ -34,7 +34,8 @@ impl axum::extract::FromRequestParts<AppState> for PluginCaller {
     ) -> Result<Self, ApiError> {
         let claims = state
             .keys
-            .validate_plugin(bearer(&parts.headers)?, |j| state.registry.is_revoked(j))?;
+            .check_plugin(bearer(&parts.headers)?, |j| state.registry.is_revoked(j))
+            .await?;
         Ok(PluginCaller {
             actor: Actor {
                 who: format!("plugin:{}", claims.sub),

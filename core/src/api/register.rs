@@ -73,9 +73,12 @@ pub(super) async fn register_inner(
         "registrations from this address",
     )?;
     // 1. token
-    let claims = state.keys.validate(bearer(&headers)?, AUD_REGISTER, |j| {
-        state.registry.is_revoked(j)
-    })?;
+    let claims = state
+        .keys
+        .check(bearer(&headers)?, AUD_REGISTER, |j| {
+            state.registry.is_revoked(j)
+        })
+        .await?;
     state.limiter.check(
         &format!("token:{}", claims.jti),
         limits.per_token_per_minute,

@@ -20,16 +20,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tessera_sdk::Capability;
 
 use crate::error::{ApiError, Code};
 
 pub mod call;
 mod grant;
+pub mod keyring;
+
+use keyring::{DirKeys, Key, KeySet};
+pub use keyring::{KeyInfo, KeyLoader};
 
 pub use grant::{ADMIN_TOKEN_TTL_SECS, Grant, InvalidRequest, parse_ttl};
 
@@ -86,7 +89,7 @@ pub struct Claims {
 
 impl Claims {
     /// The token list's entry for a token with these claims, minted by `by`.
-    pub fn issued(&self, by: &str) -> crate::model::IssuedToken {
+    pub fn issued(&self, by: &str, kid: Option<String>) -> crate::model::IssuedToken {
         let at = |secs: u64| tessera_sdk::time::rfc3339(i64::try_from(secs).unwrap_or(i64::MAX), 0);
         crate::model::IssuedToken {
             jti: self.jti.clone(),
@@ -101,6 +104,7 @@ impl Claims {
             issued: at(self.iat),
             expires: self.exp.map(at),
             issued_by: by.to_string(),
+            kid,
         }
     }
 
@@ -113,45 +117,36 @@ impl Claims {
     }
 }
 
-/// The signing key and what is derived from it.
+/// The signing keys (see [`keyring`]): one signs, every one verifies; read again from where
+/// they live when rotated.
 pub struct Keys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    /// RFC 7638 thumbprint of the public key; the `kid` of every token.
-    pub kid: String,
-    jwk: Jwk,
+    set: std::sync::RwLock<std::sync::Arc<KeySet>>,
+    loader: Option<std::sync::Arc<dyn KeyLoader>>,
+    /// When the keys were last read again because a token named a key id not held.
+    last_reload: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
-            .field("kid", &self.kid)
+            .field("kids", &self.set().kids())
             .finish_non_exhaustive()
     }
 }
 
+/// Least time between two reads of the keys caused by unknown key ids.
+const RELOAD_ON_UNKNOWN_KID: std::time::Duration = std::time::Duration::from_secs(1);
+
 // === impl Keys ===
 
 impl Keys {
-    /// Loads the key from `dir`, creating it (mode 0600) on first start.
+    /// The data dir's keys (`signing-key.pem` created, mode 0600, on first start; earlier keys
+    /// from `signing-keys/`), read again from there after a rotation.
     pub fn load_or_create(dir: &Path) -> std::io::Result<Keys> {
-        let path = dir.join(KEY_FILE);
-        let pem = match std::fs::read_to_string(&path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                let pem = Keys::generate_pem()?;
-                write_private(&path, pem.as_bytes())?;
-                pem
-            }
-            Err(e) => return Err(e),
-        };
-        Keys::from_pem(&pem).map_err(|e| {
-            std::io::Error::other(format!(
-                "{}: not an Ed25519 private key: {e}",
-                path.display()
-            ))
-        })
+        let loader = DirKeys::new(dir);
+        let pems = loader.read()?;
+        Keys::from_pems(&pems, Some(std::sync::Arc::new(loader)))
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.join(KEY_FILE).display())))
     }
 
     /// A new Ed25519 private key, PKCS#8 PEM.
@@ -166,39 +161,134 @@ impl Keys {
         ))
     }
 
-    /// Keys from an Ed25519 private key in PKCS#8 PEM.
+    /// One key from an Ed25519 private key in PKCS#8 PEM (nothing to read again).
     pub fn from_pem(pem: &str) -> Result<Keys, jsonwebtoken::errors::Error> {
-        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())?;
-        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::EdDSA)?;
-        let x = match &jwk.algorithm {
-            AlgorithmParameters::OctetKeyPair(p) => p.x.clone(),
-            _ => return Err(ErrorKind::InvalidEddsaKey.into()),
+        let key = Key::from_pem(pem)?;
+        Ok(Keys::with(KeySet { keys: vec![key] }, None))
+    }
+
+    /// Keys from PEMs, the signing key first, read again from `loader` after a rotation.
+    pub fn from_pems(
+        pems: &[String],
+        loader: Option<std::sync::Arc<dyn KeyLoader>>,
+    ) -> Result<Keys, String> {
+        Ok(Keys::with(KeySet::from_pems(pems)?, loader))
+    }
+
+    fn with(set: KeySet, loader: Option<std::sync::Arc<dyn KeyLoader>>) -> Keys {
+        Keys {
+            set: std::sync::RwLock::new(std::sync::Arc::new(set)),
+            loader,
+            last_reload: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn set(&self) -> std::sync::Arc<KeySet> {
+        crate::sync::read(&self.set).clone()
+    }
+
+    /// The key id new tokens are signed with.
+    pub fn kid(&self) -> String {
+        self.set().signer().kid.clone()
+    }
+
+    /// Every key id in force, the signing one first.
+    pub fn kids(&self) -> Vec<String> {
+        self.set().kids()
+    }
+
+    /// Reads the keys again from where they live; true when they changed.
+    pub async fn reload(&self) -> Result<bool, String> {
+        let Some(loader) = &self.loader else {
+            return Ok(false);
         };
-        let thumb = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumb.as_bytes()));
-        jwk.common.key_id = Some(kid.clone());
-        jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
-        let decoding = DecodingKey::from_ed_components(&x)?;
-        Ok(Keys {
-            encoding,
-            decoding,
-            kid,
-            jwk,
+        let pems = loader.load().await?;
+        let fresh = KeySet::from_pems(&pems)?;
+        if fresh.kids() == self.set().kids() {
+            return Ok(false);
+        }
+        tracing::info!(signing = %fresh.signer().kid, keys = ?fresh.kids(), "signing keys changed");
+        *crate::sync::write(&self.set) = std::sync::Arc::new(fresh);
+        Ok(true)
+    }
+
+    /// Reads the keys again every `period` (a rotation by `tessera keys rotate` reaches this
+    /// replica within it).
+    pub fn spawn_reloader(
+        self: &std::sync::Arc<Self>,
+        period: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = me.reload().await {
+                    tracing::warn!(error = %e, "signing keys not read again");
+                }
+            }
         })
     }
 
-    /// The public keys, as served at `/.well-known/jwks.json`.
+    /// [`Keys::validate`], reading the keys again first (at most once a second) when the token
+    /// names a key id not held: a token another replica signed right after a rotation is not
+    /// refused.
+    pub async fn check(
+        &self,
+        token: &str,
+        audience: &str,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<Claims, ApiError> {
+        match self.validate(token, audience, &revoked) {
+            Err(e) if e.code == Code::TokenUnknownKey && self.may_reload() => {
+                let _ = self.reload().await;
+                self.validate(token, audience, &revoked)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Keys::validate_plugin`], with the same reading again as [`Keys::check`].
+    pub async fn check_plugin(
+        &self,
+        token: &str,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<Claims, ApiError> {
+        match self.validate_plugin(token, &revoked) {
+            Err(e) if e.code == Code::TokenUnknownKey && self.may_reload() => {
+                let _ = self.reload().await;
+                self.validate_plugin(token, &revoked)
+            }
+            other => other,
+        }
+    }
+
+    fn may_reload(&self) -> bool {
+        if self.loader.is_none() {
+            return false;
+        }
+        let mut last = crate::sync::lock(&self.last_reload);
+        if last.is_some_and(|t| t.elapsed() < RELOAD_ON_UNKNOWN_KID) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+
+    /// The public keys, as served at `/.well-known/jwks.json`: every key a live token may be
+    /// signed with.
     pub fn jwks(&self) -> JwkSet {
         JwkSet {
-            keys: vec![self.jwk.clone()],
+            keys: self.set().keys.iter().map(|k| k.jwk.clone()).collect(),
         }
     }
 
     /// Signs claims.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, jsonwebtoken::errors::Error> {
+        let set = self.set();
+        let signer = set.signer();
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.encoding)
     }
 
     /// Mints a registration token for plugin `name`.
@@ -326,18 +416,17 @@ impl Keys {
                 "the token's header has \"crit\" parameters this core does not understand",
             ));
         }
-        match header.get("kid").and_then(|k| k.as_str()) {
-            Some(kid) if kid == self.kid => {}
-            other => {
-                return Err(ApiError::new(
-                    Code::TokenUnknownKey,
-                    format!(
-                        "token key id {:?} is not this core's signing key (see /.well-known/jwks.json)",
-                        other.unwrap_or("<none>")
-                    ),
-                ));
-            }
-        }
+        let set = self.set();
+        let kid = header.get("kid").and_then(|k| k.as_str());
+        let Some(key) = kid.and_then(|kid| set.find(kid)) else {
+            return Err(ApiError::new(
+                Code::TokenUnknownKey,
+                format!(
+                    "token key id {:?} is not one of this core's signing keys (see /.well-known/jwks.json)",
+                    kid.unwrap_or("<none>")
+                ),
+            ));
+        };
         let mut v = Validation::new(Algorithm::EdDSA);
         v.leeway = LEEWAY_SECS;
         v.validate_nbf = true;
@@ -345,7 +434,7 @@ impl Keys {
         v.set_required_spec_claims(&["iss", "aud", "sub"]);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[audience]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v).map_err(|e| {
             let (code, msg) = match e.kind() {
                 ErrorKind::InvalidSignature => (
                     Code::TokenSignatureInvalid,
@@ -404,6 +493,14 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = opts.open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
+}
+
+/// The key id in a token's header, unverified.
+pub fn kid_of(token: &str) -> Option<String> {
+    let header = token.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("kid")?.as_str().map(String::from)
 }
 
 /// Seconds since the epoch.
@@ -469,7 +566,7 @@ mod tests {
     fn key_is_created_once_with_mode_0600_and_reloaded() {
         let (dir, k1) = keys();
         let k2 = Keys::load_or_create(dir.path()).unwrap();
-        assert_eq!(k1.kid, k2.kid);
+        assert_eq!(k1.kid(), k2.kid());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -520,7 +617,7 @@ mod tests {
         let hs = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &c,
-            &EncodingKey::from_secret(k.kid.as_bytes()),
+            &jsonwebtoken::EncodingKey::from_secret(k.kid().as_bytes()),
         )
         .unwrap();
         assert_eq!(

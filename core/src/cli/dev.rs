@@ -88,7 +88,7 @@ pub(crate) fn dev(a: DevArgs) -> ExitCode {
         Err(e) => return fail(format!("minting tokens: {e}")),
     };
     for claims in [&plugin_claims, &admin_claims] {
-        if let Err(e) = super::keys::record_offline(&a.data_dir, claims, "cli:dev") {
+        if let Err(e) = super::keys::record_offline(&a.data_dir, claims, &keys.kid(), "cli:dev") {
             return fail(format!("recording the dev tokens: {e}"));
         }
     }

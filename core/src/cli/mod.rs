@@ -31,6 +31,9 @@ enum Command {
     /// Mint tokens offline with the data dir's signing key; list, revoke and rotate them.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Rotate, list and retire the core's signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Work with plugin manifests and plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
@@ -46,6 +49,7 @@ pub fn run() -> ExitCode {
         Command::Dev(args) => dev::dev(args),
         Command::Token(cmd) => token::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Keys(cmd) => keys::keys(cmd),
         Command::Health(args) => health::health(args),
     }
 }

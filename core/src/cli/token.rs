@@ -224,7 +224,7 @@ pub(crate) fn token(cmd: TokenCommand) -> ExitCode {
     match signed {
         Ok((token, claims)) => {
             if a.core_namespace.is_none()
-                && let Err(e) = keys::record_offline(&a.data_dir, &claims, "cli")
+                && let Err(e) = keys::record_offline(&a.data_dir, &claims, &keys.kid(), "cli")
             {
                 eprintln!("error: recording the token in the token list: {e}");
                 return ExitCode::FAILURE;

@@ -21,6 +21,7 @@
 //! key, registration-token Secrets), and [`KubeStore::replicate`] (the coordination seam).
 
 mod events;
+mod keys;
 mod lease;
 mod records;
 mod secrets;
@@ -316,12 +317,13 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
         )
         .await?,
     );
-    let pem = store
-        .signing_key()
+    let pems = store
+        .signing_keys()
         .await
-        .map_err(|e| format!("signing key: {e}"))?;
-    let keys = crate::auth::Keys::from_pem(&pem)
-        .map_err(|e| format!("Secret {SIGNING_SECRET}: not an Ed25519 key: {e}"))?;
+        .map_err(|e| StoreError::Failed(format!("signing key: {e}")))?;
+    let loader: Arc<dyn crate::auth::KeyLoader> = Arc::new(keys::KubeKeys(store.clone()));
+    let keys = crate::auth::Keys::from_pems(&pems, Some(loader))
+        .map_err(|e| StoreError::Failed(format!("Secret {SIGNING_SECRET}: {e}")))?;
     Ok(super::Opened {
         place: format!("namespace {}", store.namespace()),
         store: store.clone(),

@@ -1,5 +1,4 @@
-//! Secrets: the signing key every replica shares (created once, by whichever replica comes
-//! first) and the registration-token Secrets the leader keeps for declared plugins.
+//! The registration-token Secrets the leader keeps for declared plugins.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,65 +9,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
-use super::{
-    KubeStore, PLUGIN_LABEL, SIGNING_KEY, SIGNING_SECRET, TOKEN_KEY, api_status, managed,
-    token_secret_name,
-};
+use super::{KubeStore, PLUGIN_LABEL, TOKEN_KEY, api_status, managed, token_secret_name};
 use crate::model::AuditEvent;
 use crate::store::{Change, Store, StoreError};
 
 impl KubeStore {
-    /// Reads the signing key from its Secret, creating it when missing; replicas starting
-    /// together end up with one key (the create that lost reads the winner's).
-    pub async fn signing_key(&self) -> Result<String, StoreError> {
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let read = |s: Secret| -> Result<String, StoreError> {
-            s.data
-                .and_then(|d| d.get(SIGNING_KEY).cloned())
-                .and_then(|b| String::from_utf8(b.0).ok())
-                .ok_or_else(|| {
-                    StoreError::Failed(format!("Secret {SIGNING_SECRET} has no {SIGNING_KEY}"))
-                })
-        };
-        if let Some(s) = self
-            .bounded("reading the signing key", secrets.get_opt(SIGNING_SECRET))
-            .await?
-            .map_err(|e| format!("reading Secret {SIGNING_SECRET}: {e}"))?
-        {
-            return read(s);
-        }
-        let pem = crate::auth::Keys::generate_pem().map_err(|e| e.to_string())?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(SIGNING_SECRET.into()),
-                labels: Some(managed()),
-                ..Default::default()
-            },
-            string_data: Some(BTreeMap::from([(SIGNING_KEY.to_string(), pem.clone())])),
-            type_: Some("Opaque".into()),
-            ..Default::default()
-        };
-        match self
-            .bounded(
-                "creating the signing key",
-                secrets.create(&PostParams::default(), &secret),
-            )
-            .await?
-        {
-            Ok(_) => Ok(pem),
-            Err(e) if api_status(&e) == Some(409) => {
-                let s = self
-                    .bounded("reading the signing key", secrets.get(SIGNING_SECRET))
-                    .await?
-                    .map_err(|e| format!("reading Secret {SIGNING_SECRET}: {e}"))?;
-                read(s)
-            }
-            Err(e) => Err(StoreError::Failed(format!(
-                "creating Secret {SIGNING_SECRET}: {e}"
-            ))),
-        }
-    }
-
     /// The token in Secret `name` of namespace `ns`, if the Secret exists.
     pub async fn read_token_secret(
         &self,

@@ -1,0 +1,207 @@
+//! The signing keys in Secret `tessera-signing-key`: `signing-key.pem` signs, `key-<kid>.pem`
+//! verify (earlier keys, kept until retired). Created once, by whichever replica comes first
+//! (the others read the winner's); rotated and retired with `tessera keys ... --core-namespace`;
+//! every replica reads it again every few seconds ([`KubeKeys`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
+
+use super::{KubeStore, SIGNING_KEY, SIGNING_SECRET, api_status, managed};
+use crate::auth::{KeyInfo, KeyLoader, Keys};
+use crate::store::StoreError;
+
+/// Prefix of a verifying key's entry in the Secret.
+const KEY_PREFIX: &str = "key-";
+
+impl KubeStore {
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The Secret, created with a fresh key when missing (race-safe: the create that lost
+    /// reads the winner's).
+    async fn signing_secret(&self) -> Result<Secret, StoreError> {
+        let secrets = self.secrets();
+        if let Some(s) = self
+            .bounded("reading the signing keys", secrets.get_opt(SIGNING_SECRET))
+            .await?
+            .map_err(|e| StoreError::Failed(format!("reading Secret {SIGNING_SECRET}: {e}")))?
+        {
+            return Ok(s);
+        }
+        let pem = Keys::generate_pem().map_err(|e| StoreError::Failed(e.to_string()))?;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(SIGNING_SECRET.into()),
+                labels: Some(managed()),
+                ..Default::default()
+            },
+            string_data: Some(BTreeMap::from([(SIGNING_KEY.to_string(), pem)])),
+            type_: Some("Opaque".into()),
+            ..Default::default()
+        };
+        match self
+            .bounded(
+                "creating the signing key",
+                secrets.create(&PostParams::default(), &secret),
+            )
+            .await?
+        {
+            Ok(s) => Ok(s),
+            Err(e) if api_status(&e) == Some(409) => self
+                .bounded("reading the signing keys", secrets.get(SIGNING_SECRET))
+                .await?
+                .map_err(|e| StoreError::Failed(format!("reading Secret {SIGNING_SECRET}: {e}"))),
+            Err(e) => Err(StoreError::Failed(format!(
+                "creating Secret {SIGNING_SECRET}: {e}"
+            ))),
+        }
+    }
+
+    /// The signing keys' PEMs, the signing one first.
+    pub async fn signing_keys(&self) -> Result<Vec<String>, StoreError> {
+        pems(&self.signing_secret().await?)
+    }
+
+    /// A new signing key; the one it replaces keeps verifying. Returns (old kid, new kid).
+    pub async fn rotate_signing_key(&self) -> Result<(String, String), StoreError> {
+        let secrets = self.secrets();
+        for _ in 0..8 {
+            let mut secret = self.signing_secret().await?;
+            let current = pems(&secret)?;
+            let old = Keys::from_pem(&current[0])
+                .map_err(|e| StoreError::Failed(format!("{SIGNING_SECRET}: {e}")))?
+                .kid();
+            let pem = Keys::generate_pem().map_err(|e| StoreError::Failed(e.to_string()))?;
+            let new = Keys::from_pem(&pem)
+                .map_err(|e| StoreError::Failed(e.to_string()))?
+                .kid();
+            let data = secret.data.get_or_insert_with(BTreeMap::new);
+            data.insert(
+                format!("{KEY_PREFIX}{old}.pem"),
+                ByteString(current[0].clone().into_bytes()),
+            );
+            data.insert(SIGNING_KEY.to_string(), ByteString(pem.into_bytes()));
+            // Replaced with the resourceVersion read: a concurrent rotation is read again.
+            match self
+                .bounded(
+                    "rotating the signing key",
+                    secrets.replace(SIGNING_SECRET, &PostParams::default(), &secret),
+                )
+                .await?
+            {
+                Ok(_) => return Ok((old, new)),
+                Err(e) if api_status(&e) == Some(409) => continue,
+                Err(e) => {
+                    return Err(StoreError::Failed(format!(
+                        "writing Secret {SIGNING_SECRET}: {e}"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "writing Secret {SIGNING_SECRET}: too many concurrent changes"
+        )))
+    }
+
+    /// The keys, the signing one first.
+    pub async fn signing_key_list(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        let keys =
+            Keys::from_pems(&self.signing_keys().await?, None).map_err(StoreError::Failed)?;
+        Ok(keys
+            .kids()
+            .into_iter()
+            .enumerate()
+            .map(|(i, kid)| KeyInfo {
+                kid,
+                signing: i == 0,
+            })
+            .collect())
+    }
+
+    /// Removes a key that no longer signs.
+    pub async fn retire_signing_key(&self, kid: &str) -> Result<(), StoreError> {
+        let secrets = self.secrets();
+        for _ in 0..8 {
+            let mut secret = self.signing_secret().await?;
+            let current = pems(&secret)?;
+            let signing = Keys::from_pem(&current[0])
+                .map_err(|e| StoreError::Failed(format!("{SIGNING_SECRET}: {e}")))?
+                .kid();
+            if signing == kid {
+                return Err(StoreError::Failed(format!(
+                    "key {kid} signs: rotate first (tessera keys rotate), then retire it"
+                )));
+            }
+            let data = secret.data.get_or_insert_with(BTreeMap::new);
+            let entries: Vec<String> = data
+                .iter()
+                .filter(|(k, v)| {
+                    k.starts_with(KEY_PREFIX)
+                        && std::str::from_utf8(&v.0)
+                            .ok()
+                            .and_then(|pem| Keys::from_pem(pem).ok())
+                            .is_some_and(|key| key.kid() == kid)
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            if entries.is_empty() {
+                return Err(StoreError::Failed(format!(
+                    "no key {kid} (tessera keys list shows them)"
+                )));
+            }
+            for k in entries {
+                data.remove(&k);
+            }
+            match self
+                .bounded(
+                    "retiring a signing key",
+                    secrets.replace(SIGNING_SECRET, &PostParams::default(), &secret),
+                )
+                .await?
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if api_status(&e) == Some(409) => continue,
+                Err(e) => {
+                    return Err(StoreError::Failed(format!(
+                        "writing Secret {SIGNING_SECRET}: {e}"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Failed(format!(
+            "writing Secret {SIGNING_SECRET}: too many concurrent changes"
+        )))
+    }
+}
+
+/// The PEMs of the Secret, `signing-key.pem` first, then the `key-*` entries in name order.
+fn pems(secret: &Secret) -> Result<Vec<String>, StoreError> {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |b: &ByteString| String::from_utf8(b.0.clone()).ok();
+    let signing = data.get(SIGNING_KEY).and_then(text).ok_or_else(|| {
+        StoreError::Failed(format!("Secret {SIGNING_SECRET} has no {SIGNING_KEY}"))
+    })?;
+    Ok(std::iter::once(signing)
+        .chain(
+            data.iter()
+                .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+                .filter_map(|(_, v)| text(v)),
+        )
+        .collect())
+}
+
+/// The Secret as where a replica's keys are read again from.
+pub(super) struct KubeKeys(pub(super) Arc<KubeStore>);
+
+impl KeyLoader for KubeKeys {
+    fn load(&self) -> BoxFuture<'_, Result<Vec<String>, String>> {
+        Box::pin(async move { self.0.signing_keys().await.map_err(|e| e.to_string()) })
+    }
+}
