@@ -197,6 +197,18 @@ impl Keys {
         self.set().kids()
     }
 
+    /// The keys in force as `tessera keys list` shows them.
+    pub fn infos(&self) -> Vec<KeyInfo> {
+        self.kids()
+            .into_iter()
+            .enumerate()
+            .map(|(i, kid)| KeyInfo {
+                kid,
+                signing: i == 0,
+            })
+            .collect()
+    }
+
     /// Reads the keys again from where they live; true when they changed.
     pub async fn reload(&self) -> Result<bool, String> {
         let Some(loader) = &self.loader else {

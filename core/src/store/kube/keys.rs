@@ -71,102 +71,79 @@ impl KubeStore {
 
     /// A new signing key; the one it replaces keeps verifying. Returns (old kid, new kid).
     pub async fn rotate_signing_key(&self) -> Result<(String, String), StoreError> {
-        let secrets = self.secrets();
-        for _ in 0..8 {
-            let mut secret = self.signing_secret().await?;
-            let current = pems(&secret)?;
-            let old = Keys::from_pem(&current[0])
-                .map_err(|e| StoreError::Failed(format!("{SIGNING_SECRET}: {e}")))?
-                .kid();
+        self.change_signing_secret("rotating the signing key", |data, current| {
+            let old = kid(&current[0])?;
             let pem = Keys::generate_pem().map_err(|e| StoreError::Failed(e.to_string()))?;
-            let new = Keys::from_pem(&pem)
-                .map_err(|e| StoreError::Failed(e.to_string()))?
-                .kid();
-            let data = secret.data.get_or_insert_with(BTreeMap::new);
+            let new = kid(&pem)?;
             data.insert(
                 format!("{KEY_PREFIX}{old}.pem"),
                 ByteString(current[0].clone().into_bytes()),
             );
             data.insert(SIGNING_KEY.to_string(), ByteString(pem.into_bytes()));
-            // Replaced with the resourceVersion read: a concurrent rotation is read again.
-            match self
-                .bounded(
-                    "rotating the signing key",
-                    secrets.replace(SIGNING_SECRET, &PostParams::default(), &secret),
-                )
-                .await?
-            {
-                Ok(_) => return Ok((old, new)),
-                Err(e) if api_status(&e) == Some(409) => continue,
-                Err(e) => {
-                    return Err(StoreError::Failed(format!(
-                        "writing Secret {SIGNING_SECRET}: {e}"
-                    )));
-                }
-            }
-        }
-        Err(StoreError::Failed(format!(
-            "writing Secret {SIGNING_SECRET}: too many concurrent changes"
-        )))
+            Ok((old, new))
+        })
+        .await
     }
 
     /// The keys, the signing one first.
     pub async fn signing_key_list(&self) -> Result<Vec<KeyInfo>, StoreError> {
         let keys =
             Keys::from_pems(&self.signing_keys().await?, None).map_err(StoreError::Failed)?;
-        Ok(keys
-            .kids()
-            .into_iter()
-            .enumerate()
-            .map(|(i, kid)| KeyInfo {
-                kid,
-                signing: i == 0,
-            })
-            .collect())
+        Ok(keys.infos())
     }
 
     /// Removes a key that no longer signs.
-    pub async fn retire_signing_key(&self, kid: &str) -> Result<(), StoreError> {
-        let secrets = self.secrets();
-        for _ in 0..8 {
-            let mut secret = self.signing_secret().await?;
-            let current = pems(&secret)?;
-            let signing = Keys::from_pem(&current[0])
-                .map_err(|e| StoreError::Failed(format!("{SIGNING_SECRET}: {e}")))?
-                .kid();
-            if signing == kid {
+    pub async fn retire_signing_key(&self, retired: &str) -> Result<(), StoreError> {
+        self.change_signing_secret("retiring a signing key", |data, current| {
+            if kid(&current[0])? == retired {
                 return Err(StoreError::Failed(format!(
-                    "key {kid} signs: rotate first (tessera keys rotate), then retire it"
+                    "key {retired} signs: rotate first (tessera keys rotate), then retire it"
                 )));
             }
-            let data = secret.data.get_or_insert_with(BTreeMap::new);
             let entries: Vec<String> = data
                 .iter()
                 .filter(|(k, v)| {
                     k.starts_with(KEY_PREFIX)
                         && std::str::from_utf8(&v.0)
                             .ok()
-                            .and_then(|pem| Keys::from_pem(pem).ok())
-                            .is_some_and(|key| key.kid() == kid)
+                            .and_then(|pem| kid(pem).ok())
+                            .is_some_and(|k| k == retired)
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
             if entries.is_empty() {
                 return Err(StoreError::Failed(format!(
-                    "no key {kid} (tessera keys list shows them)"
+                    "no key {retired} (tessera keys list shows them)"
                 )));
             }
             for k in entries {
                 data.remove(&k);
             }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes the Secret's data as `change` says (given its PEMs, the signing one first) and
+    /// replaces it with the `resourceVersion` read; a concurrent change is read again.
+    async fn change_signing_secret<T>(
+        &self,
+        what: &str,
+        change: impl Fn(&mut BTreeMap<String, ByteString>, &[String]) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let secrets = self.secrets();
+        for _ in 0..8 {
+            let mut secret = self.signing_secret().await?;
+            let current = pems(&secret)?;
+            let out = change(secret.data.get_or_insert_with(BTreeMap::new), &current)?;
             match self
                 .bounded(
-                    "retiring a signing key",
+                    what,
                     secrets.replace(SIGNING_SECRET, &PostParams::default(), &secret),
                 )
                 .await?
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(out),
                 Err(e) if api_status(&e) == Some(409) => continue,
                 Err(e) => {
                     return Err(StoreError::Failed(format!(
@@ -179,6 +156,13 @@ impl KubeStore {
             "writing Secret {SIGNING_SECRET}: too many concurrent changes"
         )))
     }
+}
+
+/// The key id of a PEM.
+fn kid(pem: &str) -> Result<String, StoreError> {
+    Keys::from_pem(pem)
+        .map(|k| k.kid())
+        .map_err(|e| StoreError::Failed(format!("{SIGNING_SECRET}: {e}")))
 }
 
 /// The PEMs of the Secret, `signing-key.pem` first, then the `key-*` entries in name order.
