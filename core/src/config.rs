@@ -27,6 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The web shell.
     pub shell: ShellConfig,
+    /// Who may use the shell and the admin API with a session (OpenID Connect).
+    pub auth: AuthConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
     /// namespace).
     pub store: StoreKind,
@@ -139,6 +141,54 @@ pub struct Timing {
     pub retry: std::time::Duration,
 }
 
+/// Users: without `oidc` the shell is anonymous (user `anonymous`, tenant `default`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Sign-in with an OpenID provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An OpenID Connect provider (authorization code + PKCE).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (discovery at `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This core's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret (mounted from a Secret in a cluster).
+    pub client_secret_file: PathBuf,
+    /// Scopes asked for (`openid` is always asked for).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim naming the user's tenant.
+    #[serde(default = "default_tenant_claim")]
+    pub tenant_claim: String,
+    /// The ID-token claim listing the user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Groups whose members may use the admin API with their session.
+    #[serde(default)]
+    pub admin_groups: Vec<String>,
+    /// Where the provider sends the user back [default: `<scheme>://<Host of the login
+    /// request>/auth/callback`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_url: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into(), "email".into()]
+}
+
+fn default_tenant_claim() -> String {
+    "tenant".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
 /// The reference web shell.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -159,6 +209,7 @@ impl Default for Config {
             assets: AssetsConfig::default(),
             server: ServerConfig::default(),
             shell: ShellConfig::default(),
+            auth: AuthConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
             plugins: Vec::new(),

@@ -42,6 +42,10 @@ codes! {
     TokenExpired = "token_expired", UNAUTHORIZED;
     TokenNotYetValid = "token_not_yet_valid", UNAUTHORIZED;
     TokenRevoked = "token_revoked", UNAUTHORIZED;
+    NotSignedIn = "not_signed_in", UNAUTHORIZED;
+    LoginFailed = "login_failed", BAD_REQUEST;
+    AdminRequired = "admin_required", FORBIDDEN;
+    SignInNotConfigured = "sign_in_not_configured", NOT_FOUND;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;
     HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
     InvalidRequest = "invalid_request", BAD_REQUEST;

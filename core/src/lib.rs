@@ -29,3 +29,4 @@ pub mod shell;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod users;

@@ -28,6 +28,9 @@ pub enum StartError {
         /// Why it cannot be loaded.
         why: String,
     },
+    /// Sign-in is configured but cannot work (the client secret file).
+    #[error("{0}")]
+    Users(String),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -69,6 +72,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let (probed_tx, probed_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let keys = Arc::new(opened.keys);
+    let users = Arc::new(match (&config.auth.oidc, opened.session_key) {
+        (Some(oidc), Some(key)) => {
+            crate::users::Users::with_oidc(oidc.clone(), key, crate::users::provider_client())
+                .map_err(StartError::Users)?
+        }
+        _ => crate::users::Users::anonymous(),
+    });
     // A rotation (`tessera keys rotate`) reaches this replica within seconds.
     let reloader = keys.spawn_reloader(std::time::Duration::from_secs(2));
     let shared_config = Arc::new(config.clone());
@@ -124,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let state = AppState {
         registry: registry.clone(),
         shell,
+        users,
         keys: keys.clone(),
         config: shared_config,
         probed: probed_rx,

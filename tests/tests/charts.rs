@@ -132,6 +132,12 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
                 "replicaCount=3",
             ],
         ),
+        (
+            "users sign in with OpenID Connect",
+            vec![
+                r#"auth={"oidc":{"enabled":true,"issuer":"https://login.example.com","clientId":"tessera","clientSecretName":"tessera-oidc","adminGroups":["platform"]}}"#,
+            ],
+        ),
     ]
 }
 

@@ -277,3 +277,264 @@ async fn keys_rotate_breaks_nobody_and_retire_names_what_depends_on_the_key() {
 fn claims_kid(token: &str) -> String {
     tessera_core::auth::kid_of(token).unwrap()
 }
+
+/// A core with sign-in configured (the provider is never reached by these checks: sessions are
+/// sealed here with the core's own session key, as its callback would).
+fn core_with_sign_in() -> Core {
+    let secret = tessera_tests::core::temp_dir("oidc").join("client-secret");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    Core::start(&fast_config(&format!(
+        "auth:\n  oidc:\n    issuer: http://127.0.0.1:9\n    clientId: tessera\n    clientSecretFile: {}\n    adminGroups: [tessera-admins]\n",
+        secret.display()
+    )))
+}
+
+fn session(core: &Core, sub: &str, groups: &[&str], exp_in: i64) -> String {
+    let key = tessera_core::users::cookie::SessionKey::load_or_create(&core.data_dir).unwrap();
+    let now = tessera_core::auth::now();
+    let s = tessera_core::users::Session {
+        sub: sub.into(),
+        name: format!("{sub} example"),
+        tenant: "acme".into(),
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        iat: now,
+        exp: now.checked_add_signed(exp_in).unwrap(),
+    };
+    tessera_core::users::Users::seal_session(&key, &s).unwrap()
+}
+
+async fn as_user(
+    core: &Core,
+    method: reqwest::Method,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = http()
+        .request(method, format!("{}{path}", core.url))
+        .header("cookie", format!("tessera_session={cookie}"));
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let res = req.send().await.unwrap();
+    let s = res.status();
+    (s, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_name_the_user_and_admin_groups_open_the_admin_api_from_this_origin_only() {
+    let core = core_with_sign_in();
+    let admin_token = core.admin_token();
+    let p = TestPlugin::start("atlas");
+    let reg = core.token(&["--plugin", "atlas", "--capabilities", "ui:panel,ui:route"]);
+    assert!(
+        register(&core, &reg, &manifest("atlas", "1.0.0"), &p)
+            .await
+            .0
+            .is_success()
+    );
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let here = format!("http://{}", core.url.trim_start_matches("http://"));
+
+    // Without a session: 401, and the shell page sends the browser to sign in.
+    let res = http()
+        .get(format!("{}/api/me", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(code(&e), "not_signed_in");
+    let res = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(res.headers()["location"], "/auth/login?return=/");
+    let res = http()
+        .get(format!("{}/api/shell/remotes", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // A session: who and which tenant.
+    let alice = session(&core, "alice", &["tessera-admins"], 3600);
+    let (s, me) = as_user(&core, get.clone(), "/api/me", &alice, None, None).await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(
+        me,
+        json!({"sub": "alice", "name": "alice example", "tenant": "acme", "groups": ["tessera-admins"], "admin": true})
+    );
+    assert_eq!(
+        as_user(&core, get.clone(), "/api/shell/remotes", &alice, None, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    // Expired, changed, or sealed with another key: not signed in.
+    let expired = session(&core, "alice", &["tessera-admins"], -10);
+    let (s, e) = as_user(&core, get.clone(), "/api/me", &expired, None, None).await;
+    assert_eq!((s, code(&e)), (StatusCode::UNAUTHORIZED, "not_signed_in"));
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("expired"),
+        "{e}"
+    );
+    let mut tampered = alice.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert_eq!(
+        as_user(&core, get.clone(), "/api/me", &tampered, None, None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let foreign = {
+        let key = tessera_core::users::cookie::SessionKey::from_base64(
+            &tessera_core::users::cookie::SessionKey::generate_base64().unwrap(),
+        )
+        .unwrap();
+        let now = tessera_core::auth::now();
+        tessera_core::users::Users::seal_session(
+            &key,
+            &tessera_core::users::Session {
+                sub: "mallory".into(),
+                name: "m".into(),
+                tenant: "acme".into(),
+                groups: vec!["tessera-admins".into()],
+                iat: now,
+                exp: now + 3600,
+            },
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        as_user(&core, get.clone(), "/api/plugins", &foreign, None, None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A user outside adminGroups: 403 on the admin API.
+    let bob = session(&core, "bob", &["devs"], 3600);
+    let (s, e) = as_user(&core, get.clone(), "/api/plugins", &bob, None, None).await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::FORBIDDEN, "admin_required"),
+        "{e}"
+    );
+
+    // An admin user: reads, and changes from this origin only.
+    assert_eq!(
+        as_user(&core, get.clone(), "/api/plugins", &alice, None, None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let body = json!({"reason": "maintenance window"});
+    let (s, e) = as_user(
+        &core,
+        post.clone(),
+        "/api/plugins/atlas/disable",
+        &alice,
+        Some("http://evil.example"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::FORBIDDEN, "origin_not_allowed"),
+        "{e}"
+    );
+    let (s, e) = as_user(
+        &core,
+        post.clone(),
+        "/api/plugins/atlas/disable",
+        &alice,
+        None,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&e)),
+        (StatusCode::FORBIDDEN, "origin_not_allowed"),
+        "a change needs Origin: {e}"
+    );
+    let (s, v) = as_user(
+        &core,
+        post.clone(),
+        "/api/plugins/atlas/disable",
+        &alice,
+        Some(&here),
+        Some(body),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "Disabled");
+    // The audit names the user.
+    let audit =
+        tessera_tests::client::get_admin(&core, &admin_token, "/api/audit?plugin=atlas&limit=1")
+            .await;
+    let last = &audit["items"][0];
+    assert_eq!(
+        (last["action"].as_str(), last["actor"].as_str()),
+        (Some("disable"), Some("user:alice")),
+        "{audit}"
+    );
+    assert_eq!(v["disabled"]["by"], "user:alice");
+
+    // Bearer tokens keep working for automation beside sessions.
+    let (s, _) = post_admin(&core, &admin_token, "/api/plugins/atlas/enable", json!({})).await;
+    assert!(s.is_success());
+
+    // Sign out: the cookie is cleared (and only from this origin).
+    let res = http()
+        .post(format!("{}/auth/logout", core.url))
+        .header("cookie", format!("tessera_session={alice}"))
+        .header("origin", &here)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let set = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        set.starts_with("tessera_session=;") && set.contains("Max-Age=0"),
+        "{set}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_sign_in_the_shell_is_anonymous() {
+    let core = Core::start(&fast_config(""));
+    let v: Value = http()
+        .get(format!("{}/api/me", core.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({"sub": "anonymous", "name": "anonymous", "tenant": "default", "groups": [], "admin": false})
+    );
+    let res = http()
+        .get(format!("{}/auth/login", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let e: Value = res.json().await.unwrap();
+    assert_eq!(code(&e), "sign_in_not_configured");
+}

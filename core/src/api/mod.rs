@@ -7,6 +7,7 @@
 
 mod admin;
 mod assets;
+mod auth;
 mod middleware;
 mod plugin_v1;
 mod register;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub shell: Arc<crate::shell::list::ShellList>,
     /// Token authority.
     pub keys: Arc<Keys>,
+    /// Who signs in (OpenID Connect), or everyone is `anonymous`.
+    pub users: Arc<crate::users::Users>,
     /// Configuration in force.
     pub config: Arc<Config>,
     /// True once the first probe round after start has finished.
@@ -109,6 +112,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tokens/{jti}/revoke"),
     ("GET", "/api/audit"),
     ("GET", "/api/plugin/v1/whoami"),
+    ("GET", "/auth/login"),
+    ("GET", "/auth/callback"),
+    ("POST", "/auth/logout"),
+    ("GET", "/api/me"),
     ("GET", "/api/shell/remotes"),
     ("GET", "/api/shell/events"),
     ("POST", "/api/shell/reports"),
@@ -126,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(jwks))
+        .merge(auth::routes())
         .merge(register::routes())
         .merge(admin::routes())
         .merge(shell::routes())
@@ -192,10 +200,42 @@ impl axum::extract::FromRequestParts<AppState> for AdminActor {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        // A signed-in user in adminGroups may use their session; bearer tokens stay for
+        // automation (a request with an Authorization header is judged by its token alone).
+        let has_session = state.users.signs_in()
+            && crate::users::cookie_value(
+                &auth::cookies(&parts.headers),
+                crate::users::SESSION_COOKIE,
+            )
+            .is_some();
+        if parts.headers.get(header::AUTHORIZATION).is_none() && has_session {
+            let user = auth::user(state, &parts.headers)?;
+            if !user.admin {
+                return Err(ApiError::new(
+                    Code::AdminRequired,
+                    format!(
+                        "user \"{}\" is not in one of auth.oidc.adminGroups",
+                        user.sub
+                    ),
+                ));
+            }
+            // A cookie rides along with cross-site requests: changes need this origin.
+            if !matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD
+            ) {
+                reports::same_origin(&parts.headers, reports::Strictness::Required)?;
+            }
+            return Ok(AdminActor(Actor {
+                who: format!("user:{}", user.sub),
+                request_id,
+            }));
+        }
         let claims: Claims = admin(state, &parts.headers).await?;
         Ok(AdminActor(Actor {
             who: format!("admin:{}", claims.jti),
-            request_id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()),
+            request_id,
         }))
     }
 }

@@ -13,6 +13,10 @@ use super::AppState;
 use crate::shell;
 
 pub(super) async fn shell_remotes(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // With sign-in, the list is for signed-in users only.
+    if let Err(e) = super::auth::user(&state, &headers) {
+        return e.into_response();
+    }
     let snap = state.shell.current();
     // Browsers send Accept-Encoding: gzip; the compressed bytes were built with the list.
     let gzip = accepts_gzip(&headers);
@@ -69,7 +73,10 @@ pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-pub(super) async fn shell_events(State(state): State<AppState>) -> Response {
+pub(super) async fn shell_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = super::auth::user(&state, &headers) {
+        return e.into_response();
+    }
     let mut rx = state.shell.subscribe();
     let mut shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
@@ -131,7 +138,16 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-pub(super) async fn shell_page(State(state): State<AppState>) -> Response {
+pub(super) async fn shell_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    // With sign-in, a browser without a session is sent to the provider first.
+    if super::auth::user(&state, &headers).is_err() {
+        let mut res = StatusCode::FOUND.into_response();
+        res.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::from_static("/auth/login?return=/"),
+        );
+        return res;
+    }
     shell::page(&state.config.shell.remote_origins)
 }
 

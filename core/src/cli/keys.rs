@@ -119,7 +119,8 @@ pub(crate) struct Place {
 
 #[derive(Debug, Args)]
 pub(crate) struct RetireArgs {
-    /// The key id (`tessera keys list`).
+    /// The key id (`tessera keys list`); key ids may start with `-`.
+    #[arg(allow_hyphen_values = true)]
     kid: String,
     /// Retire it even though live tokens depend on it (they are refused from then on).
     #[arg(long)]

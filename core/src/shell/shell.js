@@ -453,6 +453,31 @@ window.addEventListener('hashchange', renderRoute);
 // The browser reconnects by itself after a network error; an answer it cannot use (an error
 // status) closes the stream for good, so then the shell opens a new one, with backoff.
 
+// === Who is signed in ===
+// With sign-in configured the header names the user and offers to sign out; an anonymous
+// shell shows nothing.
+fetch('/api/me').then((r) => (r.ok ? r.json() : null)).then((me) => {
+  if (!me || me.sub === 'anonymous') return;
+  document.getElementById('user-name').textContent = me.name;
+  document.getElementById('user').hidden = false;
+  document.getElementById('sign-out').addEventListener('click', async () => {
+    const r = await fetch('/auth/logout', { method: 'POST' });
+    if (!r.ok) return;
+    // Signed out of the shell (not of the provider): say so, and offer to sign in again.
+    document.getElementById('user').hidden = true;
+    const main = document.querySelector('main');
+    main.replaceChildren();
+    const p = document.createElement('p');
+    p.id = 'signed-out';
+    p.textContent = 'You are signed out. ';
+    const a = document.createElement('a');
+    a.href = '/auth/login?return=/';
+    a.textContent = 'Sign in again';
+    p.append(a);
+    main.append(p);
+  });
+}).catch(() => {});
+
 let reconnects = 0;
 function connect(broken = false) {
   const events = new EventSource('/api/shell/events');
@@ -471,6 +496,10 @@ function connect(broken = false) {
     broken = true;
     statusEl.textContent = 'reconnecting ...';
     if (events.readyState === EventSource.CLOSED) {
+      // A session that ended (sign-in configured): sign in again, then come back here.
+      fetch('/api/me').then((r) => {
+        if (r.status === 401) location.assign('/auth/login?return=' + encodeURIComponent(location.pathname + location.search + location.hash));
+      }).catch(() => {});
       const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(reconnects++, 16));
       setTimeout(() => connect(true), delay * (0.9 + Math.random() * 0.2));
     }

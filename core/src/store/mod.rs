@@ -223,6 +223,8 @@ pub struct Opened {
     pub place: String,
     /// How this replica will stand among others.
     pub coordination: Box<dyn Coordination>,
+    /// The key session cookies are sealed with, when users sign in (`auth.oidc`).
+    pub session_key: Option<crate::users::cookie::SessionKey>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -234,11 +236,19 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
             let db = config.data_dir.join(sqlite::DB_FILE);
             let store = sqlite::SqliteStore::open(&db)
                 .map_err(|e| format!("store {}: {e}", db.display()))?;
+            let session_key = match config.auth.oidc {
+                Some(_) => Some(
+                    crate::users::cookie::SessionKey::load_or_create(&config.data_dir)
+                        .map_err(|e| StoreError::Failed(format!("session key: {e}")))?,
+                ),
+                None => None,
+            };
             Ok(Opened {
                 store: Arc::new(store),
                 keys,
                 place: db.display().to_string(),
                 coordination: Box::new(Alone),
+                session_key,
             })
         }
         StoreKind::Kubernetes => kube::open(config).await,

@@ -16,6 +16,11 @@ use super::{KubeStore, SIGNING_KEY, SIGNING_SECRET, api_status, managed};
 use crate::auth::{KeyInfo, KeyLoader, Keys};
 use crate::store::StoreError;
 
+/// Secret holding the key session cookies are sealed with.
+pub const SESSION_SECRET: &str = "tessera-session-key";
+/// Its entry.
+const SESSION_KEY: &str = "session-key";
+
 /// Prefix of a verifying key's entry in the Secret.
 const KEY_PREFIX: &str = "key-";
 
@@ -27,41 +32,74 @@ impl KubeStore {
     /// The Secret, created with a fresh key when missing (race-safe: the create that lost
     /// reads the winner's).
     async fn signing_secret(&self) -> Result<Secret, StoreError> {
+        let pem = || Keys::generate_pem().map_err(|e| StoreError::Failed(e.to_string()));
+        self.secret_or_create(SIGNING_SECRET, SIGNING_KEY, pem)
+            .await
+    }
+
+    /// Secret `name`, created with `key` = `make()` when missing; replicas racing to create it
+    /// end up with the winner's.
+    async fn secret_or_create(
+        &self,
+        name: &str,
+        key: &str,
+        make: impl FnOnce() -> Result<String, StoreError>,
+    ) -> Result<Secret, StoreError> {
         let secrets = self.secrets();
+        let read = |e: kube::Error| StoreError::Failed(format!("reading Secret {name}: {e}"));
         if let Some(s) = self
-            .bounded("reading the signing keys", secrets.get_opt(SIGNING_SECRET))
+            .bounded("reading a Secret", secrets.get_opt(name))
             .await?
-            .map_err(|e| StoreError::Failed(format!("reading Secret {SIGNING_SECRET}: {e}")))?
+            .map_err(read)?
         {
             return Ok(s);
         }
-        let pem = Keys::generate_pem().map_err(|e| StoreError::Failed(e.to_string()))?;
         let secret = Secret {
             metadata: ObjectMeta {
-                name: Some(SIGNING_SECRET.into()),
+                name: Some(name.into()),
                 labels: Some(managed()),
                 ..Default::default()
             },
-            string_data: Some(BTreeMap::from([(SIGNING_KEY.to_string(), pem)])),
+            string_data: Some(BTreeMap::from([(key.to_string(), make()?)])),
             type_: Some("Opaque".into()),
             ..Default::default()
         };
         match self
             .bounded(
-                "creating the signing key",
+                "creating a Secret",
                 secrets.create(&PostParams::default(), &secret),
             )
             .await?
         {
             Ok(s) => Ok(s),
             Err(e) if api_status(&e) == Some(409) => self
-                .bounded("reading the signing keys", secrets.get(SIGNING_SECRET))
+                .bounded("reading a Secret", secrets.get(name))
                 .await?
-                .map_err(|e| StoreError::Failed(format!("reading Secret {SIGNING_SECRET}: {e}"))),
-            Err(e) => Err(StoreError::Failed(format!(
-                "creating Secret {SIGNING_SECRET}: {e}"
-            ))),
+                .map_err(read),
+            Err(e) => Err(StoreError::Failed(format!("creating Secret {name}: {e}"))),
         }
+    }
+
+    /// The key session cookies are sealed with (Secret `tessera-session-key`), created when
+    /// missing.
+    pub async fn session_key(&self) -> Result<crate::users::cookie::SessionKey, StoreError> {
+        let make = || {
+            crate::users::cookie::SessionKey::generate_base64()
+                .map_err(|e| StoreError::Failed(e.to_string()))
+        };
+        let secret = self
+            .secret_or_create(SESSION_SECRET, SESSION_KEY, make)
+            .await?;
+        let text = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(SESSION_KEY))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .ok_or_else(|| {
+                StoreError::Failed(format!("Secret {SESSION_SECRET} has no {SESSION_KEY}"))
+            })?;
+        crate::users::cookie::SessionKey::from_base64(&text)
+            .map_err(|e| StoreError::Failed(format!("Secret {SESSION_SECRET}: {e}")))
     }
 
     /// The signing keys' PEMs, the signing one first.

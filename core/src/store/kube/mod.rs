@@ -324,7 +324,12 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
     let loader: Arc<dyn crate::auth::KeyLoader> = Arc::new(keys::KubeKeys(store.clone()));
     let keys = crate::auth::Keys::from_pems(&pems, Some(loader))
         .map_err(|e| StoreError::Failed(format!("Secret {SIGNING_SECRET}: {e}")))?;
+    let session_key = match config.auth.oidc {
+        Some(_) => Some(store.session_key().await?),
+        None => None,
+    };
     Ok(super::Opened {
+        session_key,
         place: format!("namespace {}", store.namespace()),
         store: store.clone(),
         keys,
