@@ -51,6 +51,10 @@ pub struct PluginEntry {
     /// Capabilities granted.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The plugin's ServiceAccount (in `namespace`): the plugin registers with its projected
+    /// token (audience `tessera`), checked by a TokenReview; no token Secret is kept for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
     /// A static plugin: where its service answers (the core registers it; no token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_url: Option<String>,
@@ -464,6 +468,7 @@ impl Config {
             )));
         }
         let mut seen = std::collections::HashSet::new();
+        let mut accounts = std::collections::HashSet::new();
         for p in &self.plugins {
             if !tessera_sdk::manifest::is_plugin_name(&p.name) {
                 return Err(ConfigError::Invalid(format!(
@@ -484,6 +489,26 @@ impl Config {
                 )));
             }
             p.granted()?;
+            if let Some(sa) = &p.service_account {
+                if !tessera_sdk::names::is_dns_label(sa) {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugins[{}].serviceAccount: \"{sa}\" is not a ServiceAccount name this core accepts (lowercase letters, digits and '-', at most 63)",
+                        p.name
+                    )));
+                }
+                if p.backend_url.is_some() {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugins[{}]: a static plugin (backendUrl) is registered by the core and has no serviceAccount",
+                        p.name
+                    )));
+                }
+                if !accounts.insert((&p.namespace, sa)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugins[{}].serviceAccount: {}/{sa} is already declared for another plugin",
+                        p.name, p.namespace
+                    )));
+                }
+            }
             if p.backend_url.is_none() && (p.remote_url.is_some() || p.manifest.is_some()) {
                 return Err(ConfigError::Invalid(format!(
                     "plugins[{}]: remoteUrl and manifest are for static plugins, which need backendUrl",

@@ -42,6 +42,9 @@ codes! {
     TokenExpired = "token_expired", UNAUTHORIZED;
     TokenNotYetValid = "token_not_yet_valid", UNAUTHORIZED;
     TokenRevoked = "token_revoked", UNAUTHORIZED;
+    ServiceAccountTokenInvalid = "service_account_token_invalid", UNAUTHORIZED;
+    ServiceAccountNotMapped = "service_account_not_mapped", FORBIDDEN;
+    TokenReviewUnavailable = "token_review_unavailable", SERVICE_UNAVAILABLE;
     NotSignedIn = "not_signed_in", UNAUTHORIZED;
     LoginFailed = "login_failed", BAD_REQUEST;
     AdminRequired = "admin_required", FORBIDDEN;

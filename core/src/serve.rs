@@ -79,6 +79,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         }
         _ => crate::users::Users::anonymous(),
     });
+    let service_accounts = Arc::new(crate::auth::service_account::ServiceAccounts::new(
+        &config.plugins,
+        opened.token_reviewer,
+    ));
     // A rotation (`tessera keys rotate`) reaches this replica within seconds.
     let reloader = keys.spawn_reloader(std::time::Duration::from_secs(2));
     let shared_config = Arc::new(config.clone());
@@ -136,6 +140,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shell,
         users,
         keys: keys.clone(),
+        service_accounts,
         config: shared_config,
         probed: probed_rx,
         limiter: Arc::new(RateLimiter::default()),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub shell: Arc<crate::shell::list::ShellList>,
     /// Token authority.
     pub keys: Arc<Keys>,
+    /// ServiceAccounts that may register their plugin, and who checks their tokens.
+    pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
     pub users: Arc<crate::users::Users>,
     /// Configuration in force.

@@ -34,7 +34,9 @@ impl axum::extract::FromRequestParts<AppState> for PluginCaller {
     ) -> Result<Self, ApiError> {
         let claims = state
             .keys
-            .check_plugin(bearer(&parts.headers)?, |j| state.registry.is_revoked(j))
+            .check_plugin(bearer(&parts.headers)?, |j| {
+                state.registry.is_revoked(j) || state.service_accounts.is_withdrawn(j)
+            })
             .await?;
         Ok(PluginCaller {
             actor: Actor {

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::AUD_REGISTER;
+use crate::auth::{AUD_REGISTER, service_account};
 use crate::error::{ApiError, Code};
 use crate::model::ManifestJson;
 use crate::registry::{Actor, Registration};
@@ -72,13 +72,14 @@ pub(super) async fn register_inner(
         limits.per_address_per_minute,
         "registrations from this address",
     )?;
-    // 1. token
-    let claims = state
-        .keys
-        .check(bearer(&headers)?, AUD_REGISTER, |j| {
-            state.registry.is_revoked(j)
-        })
-        .await?;
+    // 1. token: one this core minted, or a ServiceAccount's the API server vouches for
+    let token = bearer(&headers)?;
+    let revoked = |j: &str| state.registry.is_revoked(j);
+    let claims = if service_account::is_service_account_token(token) {
+        state.service_accounts.check(token, revoked).await?
+    } else {
+        state.keys.check(token, AUD_REGISTER, revoked).await?
+    };
     state.limiter.check(
         &format!("token:{}", claims.jti),
         limits.per_token_per_minute,

@@ -5,6 +5,7 @@
 //! | token | `aud` | who holds it | lifetime |
 //! |---|---|---|---|
 //! | registration | `tessera-register` | a plugin service (Secret, `REG_TOKEN`) | as minted |
+//! | ServiceAccount | `tessera` (minted by Kubernetes) | a plugin pod (projected volume) | kubelet's |
 //! | admin | `tessera-admin` | automation | <= 100 y, default 12 h |
 //! | plugin | `tessera-plugin` | a registered plugin (from its registration answer) | <= 1 h |
 //! | call | `plugin:<name>` | the core, calling into a plugin | <= 2 min |
@@ -30,6 +31,7 @@ use crate::error::{ApiError, Code};
 pub mod call;
 mod grant;
 pub mod keyring;
+pub mod service_account;
 
 use keyring::{DirKeys, Key, KeySet};
 pub use keyring::{KeyInfo, KeyLoader};

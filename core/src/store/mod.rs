@@ -225,6 +225,8 @@ pub struct Opened {
     pub coordination: Box<dyn Coordination>,
     /// The key session cookies are sealed with, when users sign in (`auth.oidc`).
     pub session_key: Option<crate::users::cookie::SessionKey>,
+    /// Who checks ServiceAccount tokens (the Kubernetes API server's TokenReview), in a cluster.
+    pub token_reviewer: Option<Arc<dyn crate::auth::service_account::TokenReviewer>>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -249,6 +251,7 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
                 place: db.display().to_string(),
                 coordination: Box::new(Alone),
                 session_key,
+                token_reviewer: None,
             })
         }
         StoreKind::Kubernetes => kube::open(config).await,

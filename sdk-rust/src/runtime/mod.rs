@@ -176,8 +176,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The core's base URL.
     pub core_base_url: Option<String>,
-    /// The registration token.
+    /// The registration token (as read at start).
     pub token: Option<String>,
+    /// `REG_TOKEN_FILE`, read again before every registration: a mounted Secret or a projected
+    /// ServiceAccount token that the kubelet rotates is picked up without a restart.
+    pub token_file: Option<PathBuf>,
     /// How the core reaches this service.
     pub service_url: String,
     /// Folder holding the built UI remote.
@@ -239,6 +242,10 @@ impl Settings {
         Ok(Settings {
             listen,
             core_base_url: env("CORE_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            token_file: match env("REG_TOKEN") {
+                Some(_) => None,
+                None => env("REG_TOKEN_FILE").map(PathBuf::from),
+            },
             token,
             service_url: env("SERVICE_URL").unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
             ui_dir: PathBuf::from(env("UI_REMOTE_PATH").unwrap_or_else(|| "ui/dist".to_string())),
@@ -378,7 +385,10 @@ pub async fn serve_with<A: PluginApp>(
         (Some(base), Some(token)) => Some(tokio::spawn(register::run(
             http.clone(),
             base.clone(),
-            token.clone(),
+            register::TokenSource {
+                token: token.clone(),
+                file: settings.token_file.clone(),
+            },
             json!({
                 "manifest": shared.manifest_json,
                 "backendUrl": settings.service_url,

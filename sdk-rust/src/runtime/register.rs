@@ -13,6 +13,9 @@
 //! Every accepted registration answers with a fresh plugin token (an hour at most); re-asserting
 //! every 15 s keeps it fresh. A registration token the core refuses (revoked, expired) ends
 //! the renewals at once.
+//!
+//! `REG_TOKEN_FILE` is read again before every attempt, and while refused the file is watched
+//! every second: a rotated Secret or projected ServiceAccount token is used at once.
 
 use std::time::Duration;
 
@@ -91,11 +94,54 @@ fn interval() -> Duration {
         .unwrap_or(Duration::from_secs(15))
 }
 
+/// The registration token, and the file it is read from again before every attempt (when
+/// `REG_TOKEN_FILE` names one): the kubelet rewrites mounted Secrets and rotates projected
+/// ServiceAccount tokens, and the plugin keeps up without a restart.
+#[derive(Clone, Debug)]
+pub struct TokenSource {
+    /// The token as last read.
+    pub token: String,
+    /// Where to read it again.
+    pub file: Option<std::path::PathBuf>,
+}
+
+impl TokenSource {
+    /// The current token: the file's contents when it can be read and is not empty, else the
+    /// last one read (with a warning).
+    fn refresh(&mut self) -> &str {
+        if let Some(f) = &self.file {
+            match std::fs::read_to_string(f) {
+                Ok(t) if !t.trim().is_empty() => {
+                    let t = t.trim();
+                    if t != self.token {
+                        tracing::info!(file = %f.display(), "registration token changed on disk; using the new one");
+                        self.token = t.to_string();
+                    }
+                }
+                Ok(_) => {
+                    tracing::warn!(file = %f.display(), "REG_TOKEN_FILE is empty; keeping the last token")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %f.display(), error = %e, "REG_TOKEN_FILE cannot be read; keeping the last token")
+                }
+            }
+        }
+        &self.token
+    }
+
+    /// Whether the file now holds another token than the one last sent.
+    fn changed_on_disk(&self) -> bool {
+        self.file.as_ref().is_some_and(|f| {
+            std::fs::read_to_string(f).is_ok_and(|t| !t.trim().is_empty() && t.trim() != self.token)
+        })
+    }
+}
+
 /// Runs until `stop` turns true.
 pub async fn run(
     http: reqwest::Client,
     core: String,
-    token: String,
+    mut token: TokenSource,
     body: Value,
     status: watch::Sender<RegistrationStatus>,
     plugin_token: watch::Sender<Option<String>>,
@@ -109,7 +155,14 @@ pub async fn run(
         last_error: None,
     });
     loop {
-        let wait = match http.post(&url).bearer_auth(&token).json(&body).send().await {
+        let bearer = token.refresh().to_string();
+        let wait = match http
+            .post(&url)
+            .bearer_auth(&bearer)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(res) => {
                 let code = res.status();
                 let retry_after = res
@@ -186,12 +239,27 @@ pub async fn run(
                 backoff(attempts - 1)
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() {
-            return;
+        // A refused plugin whose token lives in a file asks again as soon as the file changes
+        // (the kubelet's rotation, an admin's new Secret), instead of after a minute.
+        let rejected = matches!(*status.borrow(), RegistrationStatus::Rejected { .. });
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let step = if rejected && token.file.is_some() {
+                Duration::from_secs(1).min(wait)
+            } else {
+                wait
+            };
+            let until = (tokio::time::Instant::now() + step).min(deadline);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline || (rejected && token.changed_on_disk()) {
+                break;
+            }
         }
     }
 }

@@ -4,8 +4,9 @@
 //! It keeps the parts of the API server's contract that a controller depends on, with the real
 //! JSON shapes:
 //!
-//! - resources: ConfigMaps and Secrets (`/api/v1`), Leases (`coordination.k8s.io/v1`) and Events
-//!   (`events.k8s.io/v1`), namespaced;
+//! - resources: ConfigMaps, Secrets and ServiceAccounts (`/api/v1`), Leases
+//!   (`coordination.k8s.io/v1`) and Events (`events.k8s.io/v1`), namespaced;
+//! - ServiceAccount tokens: `TokenRequest` and `TokenReview` (see `tokens`);
 //! - verbs: create (with `generateName`), get, list (label selectors, `limit`/`continue`),
 //!   replace, patch (`application/merge-patch+json` and `application/strategic-merge-patch+json`,
 //!   which for these flat resources merge the same way), delete (with preconditions), watch;
@@ -22,7 +23,7 @@
 //! - faults: every request answered `503` (and open watches cut) while "unavailable", added
 //!   latency, open watches dropped, history compacted.
 //!
-//! Not modelled: server-side apply, JSON patch, field selectors, cluster-scoped resources,
+//! Not modelled: server-side apply, JSON patch, field selectors, other cluster-scoped resources,
 //! finalizers, admission, RBAC (every token is allowed).
 
 // Handlers return ready-made error responses from helpers; their size is no concern here.
@@ -83,7 +84,19 @@ const RESOURCES: &[Resource] = &[
         version: "v1",
         kind: "Event",
     },
+    Resource {
+        plural: "serviceaccounts",
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+    },
 ];
+
+/// Index of ServiceAccounts in [`RESOURCES`].
+const SERVICE_ACCOUNTS: usize = 4;
+
+mod tokens;
+pub use tokens::ISSUER as SERVICE_ACCOUNT_ISSUER;
 
 impl Resource {
     fn api_version(&self) -> String {
@@ -125,6 +138,8 @@ struct Inner {
     /// Watches from a resource version below this one cannot be resumed.
     compacted_to: u64,
     names: u64,
+    /// ServiceAccount tokens issued (`TokenRequest`), by token.
+    sa_tokens: HashMap<String, tokens::Issued>,
 }
 
 struct Shared {
@@ -180,6 +195,14 @@ impl FakeKube {
             .route(
                 "/api/v1/namespaces/{name}",
                 axum::routing::get(namespace).delete(namespace),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/serviceaccounts/{name}/token",
+                axum::routing::post(tokens::token_request),
+            )
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                axum::routing::post(tokens::token_review),
             )
             .route("/api/v1/namespaces/{ns}/{resource}", any(on_collection))
             .route("/api/v1/namespaces/{ns}/{resource}/{name}", any(on_item))
@@ -284,6 +307,11 @@ impl FakeKube {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
+
+    /// Every ServiceAccount token issued so far expires now (time passing).
+    pub fn expire_service_account_tokens(&self) {
+        tokens::expire_all(&self.shared);
+    }
 }
 
 // === handlers ===
@@ -367,6 +395,22 @@ async fn admit(
     version: &str,
     plural: &str,
 ) -> Result<&'static Resource, Response> {
+    faults(s).await?;
+    RESOURCES
+        .iter()
+        .find(|r| r.plural == plural && r.group == group && r.version == version)
+        .ok_or_else(|| {
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                None,
+            )
+        })
+}
+
+/// The faults every request meets: the request count, added latency, unavailability.
+async fn faults(s: &Shared) -> Result<(), Response> {
     s.requests.fetch_add(1, Ordering::SeqCst);
     let latency = s.latency_ms.load(Ordering::SeqCst);
     if latency > 0 {
@@ -380,17 +424,7 @@ async fn admit(
             None,
         ));
     }
-    RESOURCES
-        .iter()
-        .find(|r| r.plural == plural && r.group == group && r.version == version)
-        .ok_or_else(|| {
-            status(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                "the server could not find the requested resource".into(),
-                None,
-            )
-        })
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1136,9 +1170,15 @@ impl Selector {
 
 /// Now as RFC 3339 with seconds, UTC (as `creationTimestamp`).
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC, whole seconds).
+fn rfc3339(secs: u64) -> String {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;

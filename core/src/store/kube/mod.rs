@@ -24,6 +24,7 @@ mod events;
 mod keys;
 mod lease;
 mod records;
+mod reviews;
 mod secrets;
 mod watch;
 
@@ -330,6 +331,10 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
     };
     Ok(super::Opened {
         session_key,
+        token_reviewer: Some(Arc::new(reviews::KubeTokenReviewer::new(
+            store.client.clone(),
+            config.kubernetes.timing().api_timeout,
+        ))),
         place: format!("namespace {}", store.namespace()),
         store: store.clone(),
         keys,

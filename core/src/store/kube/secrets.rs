@@ -117,8 +117,8 @@ impl KubeStore {
         .map_err(|e| StoreError::Failed(e.to_string()))?
     }
 
-    /// While this replica leads: makes sure every declared plugin without a `backendUrl` has
-    /// its token Secret (never overwriting one), at start and every `period`.
+    /// While this replica leads: makes sure every declared plugin without a `backendUrl` or a
+    /// `serviceAccount` has its token Secret (never overwriting one), at start and every `period`.
     pub fn spawn_token_secrets(
         self: &Arc<Self>,
         plugins: Vec<crate::config::PluginEntry>,
@@ -130,7 +130,7 @@ impl KubeStore {
         tokio::spawn(async move {
             let wanted: Vec<_> = plugins
                 .into_iter()
-                .filter(|p| p.backend_url.is_none())
+                .filter(|p| p.backend_url.is_none() && p.service_account.is_none())
                 .collect();
             if wanted.is_empty() {
                 return;
