@@ -41,6 +41,20 @@ pub(crate) struct Issued {
     jti: String,
 }
 
+/// `spec.audiences`, or the API server's own when none are named.
+fn audiences(req: &Value) -> Vec<String> {
+    req.pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![ISSUER.to_string()])
+}
+
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -60,17 +74,7 @@ pub(crate) async fn token_request(
         Err(r) => return r,
     };
     let sa_res = &RESOURCES[SERVICE_ACCOUNTS];
-    let audiences: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let audiences = audiences(&req);
     let seconds = req
         .pointer("/spec/expirationSeconds")
         .and_then(Value::as_u64)
@@ -172,17 +176,7 @@ pub(crate) async fn token_review(State(s): State<std::sync::Arc<Shared>>, body: 
         .pointer("/spec/token")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let asked: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![ISSUER.to_string()]);
+    let asked = audiences(&req);
     let inner = s.lock();
     let verdict = match inner.sa_tokens.get(token) {
         None => Err(
