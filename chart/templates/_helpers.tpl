@@ -35,3 +35,21 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- keys $seen | sortAlpha | join "," -}}
 {{- end -}}
+
+{{/* Namespaces where the leader keeps token Secrets: plugins without a serviceAccount. */}}
+{{- define "tessera.tokenSecretNamespaces" -}}
+{{- $seen := dict -}}
+{{- range .Values.plugins -}}
+{{- if not .serviceAccount -}}
+{{- $_ := set $seen .namespace true -}}
+{{- end -}}
+{{- end -}}
+{{- keys $seen | sortAlpha | join "," -}}
+{{- end -}}
+
+{{/* "true" when a declared plugin registers with its ServiceAccount token. */}}
+{{- define "tessera.reviewsTokens" -}}
+{{- range .Values.plugins -}}
+{{- if .serviceAccount -}}true{{- end -}}
+{{- end -}}
+{{- end -}}

@@ -133,6 +133,12 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "plugins registering with their ServiceAccount",
+            vec![
+                r#"plugins=[{"name":"hello","namespace":"team-a","serviceAccount":"hello","capabilities":["ui:panel","events:publish"]},{"name":"billing","namespace":"team-b","capabilities":["ui:panel"]}]"#,
+            ],
+        ),
+        (
             "users sign in with OpenID Connect",
             vec![
                 r#"auth={"oidc":{"enabled":true,"issuer":"https://login.example.com","clientId":"tessera","clientSecretName":"tessera-oidc","adminGroups":["platform"]}}"#,
@@ -240,10 +246,22 @@ fn rendered_objects_follow_the_policies() {
     ];
     for (name, sets) in cases() {
         let all = docs(&render(&sets).unwrap());
+        let reviews = sets.iter().any(|s| s.contains("serviceAccount\":\""));
         for d in &all {
             let kind = d["kind"].as_str().unwrap();
             let what = format!("{name}: {kind} {}", d["metadata"]["name"]);
-            assert!(!CLUSTER_SCOPED.contains(&kind), "{what} is cluster-scoped");
+            if reviews && kind == "ClusterRoleBinding" {
+                // The one cluster-scoped grant: TokenReview for ServiceAccount plugins.
+                assert_eq!(
+                    d["roleRef"],
+                    serde_json::json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"}),
+                    "{what}"
+                );
+                assert_eq!(d["subjects"][0]["name"], "t-tessera", "{what}");
+                assert_eq!(d["subjects"][0]["namespace"], "tessera-system", "{what}");
+            } else {
+                assert!(!CLUSTER_SCOPED.contains(&kind), "{what} is cluster-scoped");
+            }
             let labels = &d["metadata"]["labels"];
             for l in [
                 "app.kubernetes.io/name",
@@ -254,6 +272,13 @@ fn rendered_objects_follow_the_policies() {
                 assert!(labels[l].is_string(), "{what} lacks label {l}");
             }
         }
+        assert_eq!(
+            all.iter()
+                .filter(|d| d["kind"] == "ClusterRoleBinding")
+                .count(),
+            usize::from(reviews),
+            "{name}: the TokenReview binding exactly when a plugin has a serviceAccount"
+        );
         pod_policies(name, &all);
         let netpol = all.iter().any(|d| d["kind"] == "NetworkPolicy");
         let disabled = sets
@@ -295,6 +320,21 @@ fn rendered_objects_follow_the_policies() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn service_account_plugins_get_no_token_secret_role() {
+    let (_, sets) = cases()
+        .into_iter()
+        .find(|(n, _)| n.contains("ServiceAccount"))
+        .unwrap();
+    let all = docs(&render(&sets).unwrap());
+    let roles: Vec<&str> = all
+        .iter()
+        .filter(|d| d["kind"] == "Role")
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(roles, ["team-b"], "token Secrets are kept for billing only");
 }
 
 #[test]
@@ -526,6 +566,10 @@ fn plugin_cases() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "projected ServiceAccount token",
+            vec![r#"registrationToken={"serviceAccountToken":true}"#],
+        ),
+        (
             "own token Secret, config, image and core",
             vec![
                 r#"registrationToken={"secretName":"hello-token","key":"jwt"}"#,
@@ -568,6 +612,34 @@ fn plugin_chart_renderings_are_valid_and_follow_the_policies() {
         let env = containers(deploy)[0]["env"].as_array().unwrap().clone();
         let var = |n: &str| env.iter().find(|e| e["name"] == n).cloned();
         assert_eq!(var("LISTEN_HOST").unwrap()["value"], "0.0.0.0", "{name}");
+        if name.starts_with("projected") {
+            // No Secret and no Role: the pod's own token, projected for audience tessera.
+            assert!(var("REG_TOKEN").is_none(), "{name}");
+            assert_eq!(
+                var("REG_TOKEN_FILE").unwrap()["value"],
+                "/var/run/secrets/tessera/token"
+            );
+            assert!(!all.iter().any(|d| d["kind"] == "Role"), "{name}");
+            let pod = &deploy["spec"]["template"]["spec"];
+            let vol = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "tessera-token")
+                .unwrap();
+            assert_eq!(
+                vol["projected"]["sources"][0]["serviceAccountToken"],
+                serde_json::json!({"audience": "tessera", "expirationSeconds": 3600, "path": "token"})
+            );
+            assert_eq!(pod["serviceAccountName"], "hello");
+            let mounts = containers(deploy)[0]["volumeMounts"].as_array().unwrap();
+            assert!(
+                mounts.iter().any(|m| m["name"] == "tessera-token"
+                    && m["mountPath"] == "/var/run/secrets/tessera"),
+                "{name}"
+            );
+            continue;
+        }
         let token = env.iter().find(|e| e["name"] == "REG_TOKEN").unwrap();
         let secret = if name.starts_with("own token") {
             "hello-token"

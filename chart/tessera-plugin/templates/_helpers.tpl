@@ -40,8 +40,10 @@ plugin.version: {{ include "tessera-plugin.version" . | quote }}
 {{- define "tessera-plugin.all" -}}
 {{ include "tessera-plugin.serviceaccount" . }}
 ---
+{{- if not .Values.registrationToken.serviceAccountToken }}
 {{ include "tessera-plugin.role" . }}
 ---
+{{- end }}
 {{ include "tessera-plugin.configmap" . }}
 ---
 {{ include "tessera-plugin.service" . }}

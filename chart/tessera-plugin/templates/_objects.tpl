@@ -110,11 +110,18 @@ spec:
               value: {{ .Values.core.url | quote }}
             - name: SERVICE_URL
               value: "http://{{ include "tessera-plugin.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}"
+            {{- if .Values.registrationToken.serviceAccountToken }}
+            # The pod's projected ServiceAccount token (audience tessera), rotated by the kubelet
+            # and read again before every registration.
+            - name: REG_TOKEN_FILE
+              value: /var/run/secrets/tessera/token
+            {{- else }}
             - name: REG_TOKEN
               valueFrom:
                 secretKeyRef:
                   name: {{ include "tessera-plugin.tokenSecret" . }}
                   key: {{ .Values.registrationToken.key }}
+            {{- end }}
             - name: PLUGIN_CONFIG_FILE
               value: /etc/plugin/config.json
             {{- with .Values.uiRemotePath }}
@@ -154,12 +161,26 @@ spec:
               readOnly: true
             - name: tmp
               mountPath: /tmp
+            {{- if .Values.registrationToken.serviceAccountToken }}
+            - name: tessera-token
+              mountPath: /var/run/secrets/tessera
+              readOnly: true
+            {{- end }}
       volumes:
         - name: config
           configMap:
             name: {{ include "tessera-plugin.fullname" . }}-config
         - name: tmp
           emptyDir: {}
+        {{- if .Values.registrationToken.serviceAccountToken }}
+        - name: tessera-token
+          projected:
+            sources:
+              - serviceAccountToken:
+                  audience: tessera
+                  expirationSeconds: 3600
+                  path: token
+        {{- end }}
 {{- end -}}
 
 {{- define "tessera-plugin.networkpolicy" -}}
