@@ -88,6 +88,11 @@ enum Cmd {
         #[arg(long)]
         plugin: String,
     },
+    /// What a call token costs the proxy per request: handed out from the cache, or minted.
+    CallTokens {
+        #[arg(long, default_value_t = 20000)]
+        iterations: usize,
+    },
 }
 
 fn name(i: usize) -> String {
@@ -134,7 +139,42 @@ async fn main() {
             clients,
             plugin,
         } => sse(&core, &data_dir, pid, clients, &plugin).await,
+        Cmd::CallTokens { iterations } => call_tokens(iterations),
     }
+}
+
+// === call tokens ===
+
+fn call_tokens(iterations: usize) {
+    use tessera_core::auth::call::{CallKind, CallTokens, OnBehalfOf};
+    let pem = Keys::generate_pem().unwrap_or_else(|e| panic!("key: {e}"));
+    let keys = Keys::from_pem(&pem).unwrap_or_else(|e| panic!("key: {e}"));
+    let who = |i: usize| OnBehalfOf {
+        sub: format!("user-{i}"),
+        tenant: "acme".into(),
+        groups: vec!["staff".into()],
+    };
+    let iterations = iterations.max(1);
+    // Cached: one caller, as a busy panel's calls are.
+    let calls = CallTokens::default();
+    let alice = who(0);
+    let started = std::time::Instant::now();
+    for _ in 0..iterations {
+        let _ = calls.token(&keys, "echo", &alice, CallKind::Request);
+    }
+    let cached = started.elapsed().as_secs_f64() * 1e6 / iterations as f64;
+    // Minted: a new caller every time (a fresh cache per call would measure the same).
+    let minted_n = iterations.min(5000);
+    let callers: Vec<OnBehalfOf> = (1..=minted_n).map(who).collect();
+    let started = std::time::Instant::now();
+    for w in &callers {
+        let _ = calls.token(&keys, "echo", w, CallKind::Request);
+    }
+    let minted = started.elapsed().as_secs_f64() * 1e6 / minted_n as f64;
+    println!(
+        "{}",
+        json!({"cached_us": (cached * 100.0).round() / 100.0, "minted_us": (minted * 100.0).round() / 100.0})
+    );
 }
 
 // === fake plugins ===

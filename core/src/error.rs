@@ -66,6 +66,9 @@ codes! {
     PathNotAllowed = "path_not_allowed", BAD_REQUEST;
     FileTypeNotAllowed = "file_type_not_allowed", FORBIDDEN;
     PluginNotReady = "plugin_not_ready", SERVICE_UNAVAILABLE;
+    PluginOverloaded = "plugin_overloaded", SERVICE_UNAVAILABLE;
+    PluginCircuitOpen = "plugin_circuit_open", SERVICE_UNAVAILABLE;
+    PluginTimeout = "plugin_timeout", GATEWAY_TIMEOUT;
     UpstreamFailed = "upstream_failed", BAD_GATEWAY;
     NotReady = "not_ready", SERVICE_UNAVAILABLE;
     StoreUnavailable = "store_unavailable", SERVICE_UNAVAILABLE;

@@ -22,6 +22,7 @@ pub mod listener;
 pub mod model;
 pub mod policy;
 pub mod probe;
+pub mod proxy;
 pub mod ratelimit;
 pub mod registry;
 pub mod serve;

@@ -116,6 +116,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         let _ = probed_tx.send(true);
     }
     let metrics = Arc::new(crate::telemetry::Metrics::new());
+    let proxy = Arc::new(crate::proxy::Proxy::new(
+        config.proxy.clone(),
+        metrics.proxy.clone(),
+    ));
     let prober = tokio::spawn(crate::probe::run(
         registry.clone(),
         metrics.clone(),
@@ -140,6 +144,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shell,
         users,
         keys: keys.clone(),
+        proxy,
         service_accounts,
         config: shared_config,
         probed: probed_rx,

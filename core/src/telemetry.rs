@@ -32,6 +32,64 @@ pub struct PluginLabels {
     pub plugin: String,
 }
 
+/// Plugin and status-class labels (`2xx` ... `5xx`; the core's own refusals count too).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginClassLabels {
+    /// Plugin name (registered plugins only).
+    pub plugin: String,
+    /// Status class of the answer.
+    pub class: &'static str,
+}
+
+/// The proxy's figures, by plugin.
+#[derive(Clone, Debug)]
+pub struct ProxyMetrics {
+    /// Requests by plugin and status class.
+    pub requests: Family<PluginClassLabels, Counter>,
+    /// Seconds until the plugin's response headers, by plugin.
+    pub duration: Family<PluginLabels, Histogram, fn() -> Histogram>,
+    /// Requests in flight (until the response body ends), by plugin; set at scrape time.
+    pub in_flight: Family<PluginLabels, Gauge>,
+    /// 1 while a plugin's circuit refuses requests; set at scrape time.
+    pub circuit_open: Family<PluginLabels, Gauge>,
+}
+
+fn proxy_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl ProxyMetrics {
+    fn register(registry: &mut PromRegistry) -> ProxyMetrics {
+        let m = ProxyMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(proxy_histogram),
+            in_flight: Family::default(),
+            circuit_open: Family::default(),
+        };
+        registry.register(
+            "proxy_requests",
+            "Requests through /api/proxy by plugin and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "proxy_request_duration_seconds",
+            "Seconds until a plugin's response headers, through /api/proxy",
+            m.duration.clone(),
+        );
+        registry.register(
+            "proxy_in_flight",
+            "Proxied requests in flight (until their response body ends), by plugin",
+            m.in_flight.clone(),
+        );
+        registry.register(
+            "proxy_circuit_open",
+            "1 while the proxy's circuit breaker refuses requests to a plugin",
+            m.circuit_open.clone(),
+        );
+        m
+    }
+}
+
 /// Reason label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
@@ -67,6 +125,8 @@ pub struct Metrics {
     /// Connections refused or failed at accept, by reason (`global`, `per_client`,
     /// `accept_error`).
     pub connections_shed: Family<ReasonLabels, Counter>,
+    /// The plugin API proxy.
+    pub proxy: ProxyMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +208,7 @@ impl Metrics {
             "Connections refused over a cap (global, per_client) or failed at accept (accept_error)",
             connections_shed.clone(),
         );
+        let proxy = ProxyMetrics::register(&mut registry);
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -169,6 +230,7 @@ impl Metrics {
             csp_violations,
             connections_open,
             connections_shed,
+            proxy,
         }
     }
 

@@ -19,11 +19,14 @@ use crate::range::Range;
 /// made `ui.mode`, `ui.remotePath`, `endpoints.basePath` and the `health` paths required and
 /// route components `Module#Export`; each plugin-facing surface added later bumps the minor.
 pub const CORE_PLUGIN_API: Version = Version::new(2, 0, 0);
-/// The backend SDK protocol this core speaks (what `compat.backend_sdk` must include).
-pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 0, 0);
+/// The backend SDK protocol this core speaks (what `compat.backend_sdk` must include). 1.1.0
+/// added plugin tokens in the registration answer and call tokens on every call into a plugin
+/// (the SDK's `Caller`).
+pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 1, 0);
 /// The frontend SDK version the shell provides (what `compat.frontend_sdk` must include).
-/// 1.1.0 added `ctx.params` (parameterised routes) and `Module#Export` components.
-pub const FRONTEND_SDK: Version = Version::new(1, 1, 0);
+/// 1.1.0 added `ctx.params` (parameterised routes) and `Module#Export` components; 1.2.0
+/// `ctx.sdk.http` (the plugin's backend through the core's proxy) and `HttpError`.
+pub const FRONTEND_SDK: Version = Version::new(1, 2, 0);
 
 /// The versions a manifest is judged against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,7 +227,7 @@ mod tests {
         );
         assert_eq!(
             misses[1].to_string(),
-            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.0.0"
+            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.1.0"
         );
     }
 

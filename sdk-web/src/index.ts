@@ -67,7 +67,7 @@
  */
 
 /** Version of this SDK (what `compat.frontend_sdk` ranges are checked against). */
-export const SDK_VERSION = '1.1.0';
+export const SDK_VERSION = '1.2.0';
 
 /** Removes what `mount` rendered and releases what it holds. */
 export type Unmount = () => void;
@@ -94,6 +94,62 @@ export interface Topics {
   'plugins.changed': Array<{ name: string; version: string }>;
 }
 
+/** Options of a call through `sdk.http`: those of `fetch`, but the method and body. */
+export type HttpInit = Omit<RequestInit, 'method' | 'body'>;
+
+/**
+ * Calls to the plugin's own backend, through the core: `get('/v1/items')` is
+ * `GET /api/proxy/<plugin>/v1/items`, which the core passes to `backendUrl + basePath +
+ * '/v1/items'` with a call token for the signed-in user. Bodies other than strings, `FormData`,
+ * `Blob`, buffers, `URLSearchParams` and streams are sent as JSON; JSON answers are parsed, others
+ * returned as text. A status other than 2xx rejects with an {@link HttpError} carrying the error
+ * envelope's `code` (the core's, such as `plugin_not_ready` while the plugin is disabled, or the
+ * plugin's own). `fetch` returns the `Response` as it is. Since SDK 1.2.0.
+ */
+export interface HttpClient {
+  get<T = unknown>(path: string, init?: HttpInit): Promise<T>;
+  post<T = unknown>(path: string, body?: unknown, init?: HttpInit): Promise<T>;
+  put<T = unknown>(path: string, body?: unknown, init?: HttpInit): Promise<T>;
+  patch<T = unknown>(path: string, body?: unknown, init?: HttpInit): Promise<T>;
+  delete<T = unknown>(path: string, init?: HttpInit): Promise<T>;
+  fetch(path: string, init?: RequestInit): Promise<Response>;
+}
+
+/**
+ * A call through `sdk.http` that did not succeed. `instanceof HttpError` holds for what the
+ * shell throws (it is recognised by shape, so it works across bundles). Since SDK 1.2.0.
+ */
+export class HttpError extends Error {
+  /** The HTTP status. */
+  readonly status: number;
+  /** The envelope's `code` (`http_<status>` when the answer had none). */
+  readonly code: string;
+  /** The envelope's `details`. */
+  readonly details: unknown[];
+  /** The request id, to find the call in the core's and the plugin's logs. */
+  readonly requestId: string | null;
+
+  constructor(message: string, status: number, code: string, details: unknown[] = [], requestId: string | null = null) {
+    super(message);
+    this.name = 'HttpError';
+    this.status = status;
+    this.code = code;
+    this.details = details;
+    this.requestId = requestId;
+  }
+
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return isHttpError(value);
+  }
+}
+
+/** Whether `e` is an {@link HttpError} (thrown by any copy of the SDK or by the shell). */
+export function isHttpError(e: unknown): e is HttpError {
+  if (typeof e !== 'object' || e === null) return false;
+  const v = e as { name?: unknown; status?: unknown; code?: unknown };
+  return v.name === 'HttpError' && typeof v.status === 'number' && typeof v.code === 'string';
+}
+
 /** What the shell offers a mounted contribution. */
 export interface SDK {
   ui: {
@@ -105,6 +161,8 @@ export interface SDK {
     subscribe<K extends keyof Topics>(topic: K, handler: EventHandler<Topics[K]>): () => void;
     subscribe(topic: string, handler: EventHandler): () => void;
   };
+  /** The plugin's own backend, through the core. Since SDK 1.2.0. */
+  http: HttpClient;
 }
 
 /** Handed to every `mount`. */

@@ -8,6 +8,8 @@ import {
   ContractError,
   EXPORT_NAME,
   SDK_VERSION,
+  HttpError,
+  isHttpError,
   type PluginContext,
   type Route,
 } from '../src/index.js';
@@ -77,7 +79,21 @@ test('a component reads its route parameters from ctx.params', () => {
 });
 
 test('the SDK version is the one the core speaks, and the package version', () => {
-  assert.equal(SDK_VERSION, '1.1.0');
+  assert.equal(SDK_VERSION, '1.2.0');
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
   assert.equal(pkg.version, SDK_VERSION);
+});
+
+test('HttpError is recognised by shape, as the shell throws it', () => {
+  const own = new HttpError('plugin hello is not being served', 503, 'plugin_not_ready', [], 'rid-1');
+  assert.ok(own instanceof HttpError);
+  assert.ok(own instanceof Error);
+  assert.equal(own.code, 'plugin_not_ready');
+  // What the shell throws: a plain Error shaped as an HttpError.
+  const thrown = Object.assign(new Error('upstream'), { name: 'HttpError', status: 502, code: 'upstream_failed', details: [] });
+  assert.ok(thrown instanceof HttpError);
+  assert.ok(isHttpError(thrown));
+  assert.ok(!(new Error('x') instanceof HttpError));
+  assert.ok(!isHttpError({ name: 'HttpError', status: '500', code: 'x' }));
+  assert.ok(!isHttpError(null));
 });

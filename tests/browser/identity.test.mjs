@@ -86,6 +86,9 @@ test('a user signs in with OpenID Connect, sees who they are, and an admin user 
   const who = await me(page);
   assert.equal(who.status, 200);
   assert.deepEqual(who.body, { sub: 'alice', name: 'Alice Admin', tenant: 'acme', groups: ['tessera-admins'], admin: true });
+  // The panel's backend, called through the core's proxy, was told who is calling.
+  await page.locator('#panels article[data-plugin="hello"] .hello-caller', { hasText: 'The backend says you are alice (tenant acme).' })
+    .waitFor({ timeout: 10000 });
 
   // The session cookie: HttpOnly, SameSite=Lax, not readable by scripts.
   const cookie = (await ctx.cookies(coreUrl)).find((c) => c.name === 'tessera_session');

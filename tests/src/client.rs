@@ -120,3 +120,15 @@ pub fn condition(view: &Value, kind: &str) -> Value {
         .cloned()
         .unwrap_or(Value::Null)
 }
+
+/// The body of `GET url` as text.
+pub async fn text(url: &str) -> String {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}

@@ -176,6 +176,11 @@ impl Core {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
 
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// `kill -9`: no chance to flush or clean up.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -53,6 +53,17 @@ pub fn hello_plugin_bin() -> PathBuf {
     bin
 }
 
+/// Path of the echo plugin (`bench/src/bin/echo-plugin.rs`), built with the workspace.
+pub fn echo_plugin_bin() -> PathBuf {
+    let bin = tessera_bin().with_file_name(format!("echo-plugin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -137,3 +148,28 @@ pub mod client;
 pub mod core;
 pub mod mutate;
 pub mod plugin_server;
+
+/// Checks Prometheus text with `promtool check metrics` ($PROMTOOL, the one the test command
+/// installs under target/tools, or one on PATH); panics with promtool's words otherwise.
+pub fn promtool_check(text: &str) {
+    let mut child = Command::new(tool("promtool", "PROMTOOL", "prometheus/usr/bin/promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1066,11 +1066,6 @@ async fn sigterm_stops_cleanly_even_with_open_streams() {
     assert_eq!(core.terminate(), Some(0), "log:\n{}", core.log());
 }
 
-/// `promtool`: $PROMTOOL, the one the test command installs under target/tools, or one on PATH.
-fn promtool() -> std::path::PathBuf {
-    tessera_tests::tool("promtool", "PROMTOOL", "prometheus/usr/bin/promtool")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_valid_prometheus_text_with_the_core_figures() {
     let core = Core::start(&fast_config(""));
@@ -1117,27 +1112,7 @@ async fn metrics_are_valid_prometheus_text_with_the_core_figures() {
             .starts_with("text/plain; version=0.0.4")
     );
     let text = res.text().await.unwrap();
-    let mut child = std::process::Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tessera_tests::promtool_check(&text);
 
     for needle in [
         "tessera_registrations_total{outcome=\"accepted\"} 1",
@@ -1194,6 +1169,8 @@ async fn openapi_and_routes_agree() {
         let req = match *method {
             "GET" => c.get(&url),
             "POST" => c.post(&url).json(&json!({})),
+            "PUT" => c.put(&url).json(&json!({})),
+            "PATCH" => c.patch(&url).json(&json!({})),
             "DELETE" => c.delete(&url),
             m => panic!("{m}"),
         };

@@ -10,6 +10,7 @@ mod assets;
 mod auth;
 mod middleware;
 mod plugin_v1;
+mod proxy;
 mod register;
 mod reports;
 mod shell;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub shell: Arc<crate::shell::list::ShellList>,
     /// Token authority.
     pub keys: Arc<Keys>,
+    /// The plugin API proxy.
+    pub proxy: Arc<crate::proxy::Proxy>,
     /// ServiceAccounts that may register their plugin, and who checks their tokens.
     pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
@@ -126,6 +129,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/shell/shell.js"),
     ("GET", "/shell/shell.css"),
     ("POST", "/api/shell/csp-reports"),
+    ("GET", "/api/proxy/{name}/{path}"),
+    ("POST", "/api/proxy/{name}/{path}"),
+    ("PUT", "/api/proxy/{name}/{path}"),
+    ("PATCH", "/api/proxy/{name}/{path}"),
+    ("DELETE", "/api/proxy/{name}/{path}"),
 ];
 
 /// The router.
@@ -142,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(assets::routes())
         .merge(plugin_v1::routes())
+        .merge(proxy::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -308,6 +317,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         }
     }
     state.metrics.set_plugin_states(&counts);
+    state.proxy.export();
     let mut res = Response::new(Body::from(state.metrics.encode()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -53,6 +53,63 @@ function publish(topic, payload) {
   }
 }
 
+/** Whether a body goes as it is (not as JSON). */
+function isRawBody(b) {
+  return typeof b === 'string' || b instanceof FormData || b instanceof Blob
+    || b instanceof ArrayBuffer || ArrayBuffer.isView(b) || b instanceof URLSearchParams
+    || b instanceof ReadableStream;
+}
+
+/** An `HttpError` (SDK 1.2.0): the core's or the plugin's error envelope, as thrown. */
+async function httpError(res, method, path) {
+  let envelope = null;
+  try { envelope = await res.json(); } catch { /* not JSON */ }
+  const err = envelope && typeof envelope === 'object' ? envelope.error : null;
+  const e = new Error(typeof err?.message === 'string' && err.message
+    ? err.message : `${method} ${path}: HTTP ${res.status}`);
+  e.name = 'HttpError';
+  e.status = res.status;
+  e.code = typeof err?.code === 'string' ? err.code : `http_${res.status}`;
+  e.details = Array.isArray(err?.details) ? err.details : [];
+  e.requestId = typeof err?.requestId === 'string' ? err.requestId : res.headers.get('x-request-id');
+  return e;
+}
+
+/**
+ * `ctx.sdk.http`: calls to the plugin's own backend through the core's proxy
+ * (`/api/proxy/<plugin>/<path>`), with the browser's session; JSON by default.
+ */
+function httpFor(name) {
+  const prefix = `/api/proxy/${encodeURIComponent(name)}`;
+  const url = (path) => {
+    const p = String(path ?? '');
+    return prefix + (p.startsWith('/') ? p : `/${p}`);
+  };
+  const fetchFn = (path, init = {}) => fetch(url(path), { credentials: 'same-origin', ...init });
+  async function request(method, path, body, init = {}) {
+    const headers = new Headers(init.headers);
+    let payload = body;
+    if (body !== undefined && body !== null && !isRawBody(body)) {
+      payload = JSON.stringify(body);
+      if (!headers.has('content-type')) headers.set('content-type', 'application/json');
+    }
+    if (!headers.has('accept')) headers.set('accept', 'application/json');
+    const res = await fetchFn(path, { ...init, method, headers, body: payload ?? undefined });
+    if (!res.ok) throw await httpError(res, method, path);
+    if (res.status === 204 || res.status === 205) return undefined;
+    const type = res.headers.get('content-type') ?? '';
+    return /[/+]json\b/.test(type) ? res.json() : res.text();
+  }
+  return Object.freeze({
+    get: (path, init) => request('GET', path, undefined, init),
+    post: (path, body, init) => request('POST', path, body, init),
+    put: (path, body, init) => request('PUT', path, body, init),
+    patch: (path, body, init) => request('PATCH', path, body, init),
+    delete: (path, init) => request('DELETE', path, undefined, init),
+    fetch: fetchFn,
+  });
+}
+
 function contextFor(remote, params = []) {
   return {
     tenantId: 'default',
@@ -70,6 +127,7 @@ function contextFor(remote, params = []) {
           return () => subscribers.get(topic)?.delete(handler);
         },
       },
+      http: httpFor(remote.name),
     },
   };
 }

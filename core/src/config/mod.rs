@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod proxy;
+pub use proxy::{ProxyConfig, ProxyLimits, ProxyPluginConfig};
+
 /// Everything `tessera serve` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -27,6 +30,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The web shell.
     pub shell: ShellConfig,
+    /// The plugin API proxy (`/api/proxy/{plugin}/...`).
+    pub proxy: ProxyConfig,
     /// Who may use the shell and the admin API with a session (OpenID Connect).
     pub auth: AuthConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
@@ -213,6 +218,7 @@ impl Default for Config {
             assets: AssetsConfig::default(),
             server: ServerConfig::default(),
             shell: ShellConfig::default(),
+            proxy: ProxyConfig::default(),
             auth: AuthConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
@@ -395,6 +401,7 @@ impl Config {
 
     /// Refuses values that cannot work.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.proxy.check()?;
         let p = &self.probe;
         if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
             return Err(ConfigError::Invalid(
