@@ -37,12 +37,8 @@ async fn proxy(State(state): State<AppState>, req: Request<Body>) -> Result<Resp
             ),
         ));
     }
-    if !headers::path_is_safe(path) {
-        return Err(ApiError::new(
-            Code::PathNotAllowed,
-            "a proxied path may not hold '.' or '..' segments (plain or encoded) or backslashes",
-        ));
-    }
+    // Who calls first (nothing about plugins is told to a caller without a session), then
+    // which plugin, then what path.
     // A browser on another site may not use the signed-in user's cookie: reads refuse a
     // request that says it is cross-site; writes and WebSockets must say they are same-origin.
     let h = req.headers();
@@ -74,6 +70,12 @@ async fn proxy(State(state): State<AppState>, req: Request<Body>) -> Result<Resp
             ));
         }
     };
+    if !headers::path_is_safe(path) {
+        return Err(ApiError::new(
+            Code::PathNotAllowed,
+            "a proxied path may not hold '.' or '..' segments (plain or encoded) or backslashes",
+        ));
+    }
     let target = state.proxy.target(name, served);
     drop(index);
     let who = OnBehalfOf {
