@@ -607,3 +607,31 @@ async fn with_sign_in_the_plugin_is_told_the_user_and_other_sites_cannot_ride_th
         "exactly the two allowed calls reached it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_goes_quiet_past_the_idle_timeout_is_cut() {
+    let (core, _echo) = setup("proxy:\n  idleTimeoutSeconds: 1\n").await;
+    let started = Instant::now();
+    let mut res = http()
+        .get(url(&core, "/sse?n=3&gap_ms=2500"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut text = String::new();
+    let ended = loop {
+        match res.chunk().await {
+            Ok(Some(c)) => text.push_str(&String::from_utf8_lossy(&c)),
+            Ok(None) => break "end",
+            Err(_) => break "error",
+        }
+    };
+    // The first event came; the stream was cut a second into the silence, before the second.
+    assert!(text.contains("data: {\"n\":0}"), "{text}");
+    assert!(!text.contains("data: {\"n\":1}"), "{ended}: {text}");
+    assert!(
+        started.elapsed() < Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+}

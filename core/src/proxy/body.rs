@@ -20,11 +20,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("no data for {0:?} (the proxy's idle timeout)")]
 pub struct Idle(pub Duration);
 
-/// `inner`, watched for idleness, holding `permit` until it ends.
+/// `inner`, watched for idleness, holding `permit` until it ends. The timer is armed only
+/// when the body first has to wait: a body that is ready at once (most small answers) costs
+/// no timer.
 pub struct Watched<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    timer: Option<Pin<Box<Sleep>>>,
     permit: Option<Permit>,
 }
 
@@ -34,7 +36,7 @@ impl<B> Watched<B> {
         Watched {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
             permit,
         }
     }
@@ -55,8 +57,8 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let idle = this.idle;
-                this.timer.as_mut().reset(Instant::now() + idle);
+                // The next wait starts a fresh idle period.
+                this.timer = None;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -67,13 +69,19 @@ where
                 this.permit = None;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.permit = None;
-                    Poll::Ready(Some(Err(Box::new(Idle(this.idle)))))
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + idle))
+                });
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.permit = None;
+                        Poll::Ready(Some(Err(Box::new(Idle(idle)))))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

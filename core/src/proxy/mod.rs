@@ -301,7 +301,7 @@ impl Proxy {
         let mut up = Request::builder()
             .method(parts.method)
             .uri(uri)
-            .body(if websocket {
+            .body(if websocket || axum::body::HttpBody::is_end_stream(&body) {
                 Body::empty()
             } else {
                 Body::new(Watched::new(
