@@ -635,3 +635,21 @@ async fn a_stream_that_goes_quiet_past_the_idle_timeout_is_cut() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_degraded_plugin_is_answered_by_the_core_with_503() {
+    let (core, mut echo) = setup("").await;
+    let admin = core.admin_token();
+    echo.kill();
+    within(Duration::from_secs(10), "echo Degraded", || async {
+        get_admin(&core, &admin, "/api/plugins/echo").await["state"] == "Degraded"
+    })
+    .await;
+    let (s, _, v) = json_of(http().get(url(&core, "/echo")).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["code"], "plugin_not_ready");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("Degraded"),
+        "{v}"
+    );
+}
