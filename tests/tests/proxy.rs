@@ -653,3 +653,99 @@ async fn a_degraded_plugin_is_answered_by_the_core_with_503() {
         "{v}"
     );
 }
+
+/// Opens a raw connection to the core and sends `head` (a request line and headers).
+fn raw(core: &Core, head: &str) -> std::net::TcpStream {
+    let addr = core.url.trim_start_matches("http://").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.replace("{host}", &addr).as_bytes())
+        .unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_is_the_callers_pace_not_a_plugin_timeout() {
+    let (core, _echo) = setup(
+        "proxy:\n  idleTimeoutSeconds: 5\n  plugins:\n    echo:\n      responseTimeoutSeconds: 1\n",
+    )
+    .await;
+    let head = "POST /api/proxy/echo/count HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    let mut s = raw(&core, head);
+    let answer = tokio::task::spawn_blocking(move || {
+        // Five chunks, 400 ms apart: two seconds in all, twice the response timeout.
+        for _ in 0..5 {
+            s.write_all(b"a\r\n0123456789\r\n").unwrap();
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("{\"bytes\":50}"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_uploads_are_refused_without_opening_the_circuit() {
+    let (core, _echo) = setup("proxy:\n  idleTimeoutSeconds: 1\n").await;
+    let head = "POST /api/proxy/echo/count HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\nonly-a-start";
+    let sockets: Vec<_> = (0..7).map(|_| raw(&core, head)).collect();
+    let answers = tokio::task::spawn_blocking(move || {
+        sockets
+            .into_iter()
+            .map(|mut s| {
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                out
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for a in &answers {
+        assert!(
+            a.is_empty() || a.starts_with("HTTP/1.1 400"),
+            "a stalled upload is the caller's fault: {a}"
+        );
+    }
+    // Seven broken uploads later, the plugin is still called.
+    let (s, _, v) = json_of(http().get(url(&core, "/echo")).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let metrics = text(&format!("{}/metrics", core.url)).await;
+    assert!(
+        !metrics.contains("tessera_proxy_circuit_open{plugin=\"echo\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_websocket_is_closed_after_the_idle_timeout() {
+    let (core, _echo) = setup("proxy:\n  idleTimeoutSeconds: 1\n").await;
+    let head = "GET /api/proxy/echo/ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    let mut s = raw(&core, head);
+    let (echoed, after_silence, waited) = tokio::task::spawn_blocking(move || {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        s.write_all(b"still here").unwrap();
+        let mut echo = [0u8; 10];
+        s.read_exact(&mut echo).unwrap();
+        // Silence: the core closes both sides within about a second.
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let n = s.read_to_end(&mut rest).map(|_| rest.len());
+        (echo.to_vec(), n, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed, b"still here");
+    assert!(matches!(after_silence, Ok(0) | Err(_)), "{after_silence:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+}

@@ -191,8 +191,8 @@ impl ServiceAccounts {
                         }
                     })?;
                 // The API server answers the audiences the token is valid for among those
-                // asked; an empty list from an old server means "the server's own".
-                if !r.audiences.is_empty() && !r.audiences.iter().any(|a| a == AUDIENCE) {
+                // asked; an empty list means "the API server's own", which is not ours.
+                if !r.audiences.iter().any(|a| a == AUDIENCE) {
                     return Err(ApiError::new(
                         Code::ServiceAccountTokenInvalid,
                         format!(
@@ -404,10 +404,12 @@ mod tests {
         let t1 = sa_token("team-b", "other", now() + 3600);
         let t2 = sa_token("team-a", "hello", now() + 3600);
         let t3 = sa_token("team-a", "hello", now() + 7200);
+        let t4 = sa_token("team-a", "hello", now() + 7300);
         let (sas, _) = accounts(&[
             (&t1, "system:serviceaccount:team-b:other", &[AUDIENCE]),
             (&t2, "system:serviceaccount:team-a:hello", &[AUDIENCE]),
             (&t3, "system:serviceaccount:team-a:hello", &["kubernetes"]),
+            (&t4, "system:serviceaccount:team-a:hello", &[]),
         ]);
         let e = sas.check(&t1, |_| false).await.unwrap_err();
         assert_eq!(e.code, Code::ServiceAccountNotMapped);
@@ -417,9 +419,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.code, Code::TokenRevoked);
-        let e = sas.check(&t3, |_| false).await.unwrap_err();
-        assert_eq!(e.code, Code::ServiceAccountTokenInvalid);
-        assert!(e.message.contains("audience"), "{}", e.message);
+        for t in [&t3, &t4] {
+            let e = sas.check(t, |_| false).await.unwrap_err();
+            assert_eq!(e.code, Code::ServiceAccountTokenInvalid);
+            assert!(e.message.contains("audience"), "{}", e.message);
+        }
     }
 
     #[tokio::test]

@@ -68,7 +68,9 @@ impl Breaker {
     /// Records how an admitted request went; answers whether the circuit just opened.
     pub fn record(&mut self, pass: Pass, ok: bool, now: Instant) -> bool {
         match (*self, pass, ok) {
-            (_, _, true) => {
+            // A success counts while closed, or as the trial's answer; a late success of a
+            // request admitted before the circuit opened does not cut the pause short.
+            (Breaker::Closed { .. }, _, true) | (Breaker::Trial, Pass::Trial, true) => {
                 *self = Breaker::Closed { failures: 0 };
                 false
             }
@@ -242,7 +244,12 @@ mod tests {
             until: t0 + OPEN_FOR,
         };
         assert!(!b.record(Pass::Normal, false, t0));
-        assert!(b.is_open());
+        assert!(!b.record(Pass::Normal, true, t0));
+        assert!(b.is_open(), "a late success does not end the pause");
+        // Nor does it close the circuit while the trial is out.
+        let mut b = Breaker::Trial;
+        assert!(!b.record(Pass::Normal, true, t0));
+        assert_eq!(b, Breaker::Trial);
     }
 
     #[test]

@@ -124,15 +124,19 @@ pub fn to_browser(mut h: HeaderMap, websocket: bool) -> HeaderMap {
     h
 }
 
-/// Whether a path (as sent, still percent-encoded) stays under the plugin's `basePath`: no
-/// `.` or `..` segment, plain or encoded, and no backslash.
+/// Whether a path (as sent, still percent-encoded) stays under the plugin's `basePath`, also
+/// for a server that decodes `%2F` before it resolves dot segments: read with `%2e` as `.` and
+/// `%2f` as `/`, it has no `.` or `..` segment; and it has no backslash, plain or encoded.
+/// An encoded slash inside a segment (`a%2Fb`, an id) stays allowed.
 pub fn path_is_safe(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
     !path.contains('\\')
-        && !path.to_ascii_lowercase().contains("%5c")
-        && path.split('/').all(|seg| {
-            let s = seg.to_ascii_lowercase().replace("%2e", ".");
-            s != "." && s != ".."
-        })
+        && !lower.contains("%5c")
+        && lower
+            .replace("%2e", ".")
+            .replace("%2f", "/")
+            .split('/')
+            .all(|seg| seg != "." && seg != "..")
 }
 
 #[cfg(test)]
@@ -261,6 +265,9 @@ mod tests {
             "a\\b",
             "a%5cb",
             ".",
+            "..%2Fadmin",
+            "%2e%2e%2fadmin",
+            "a%2F..%2F..%2Fmetrics",
         ] {
             assert!(!path_is_safe(bad), "{bad}");
         }

@@ -298,26 +298,45 @@ impl Proxy {
         let websocket = headers::is_websocket(req.headers());
         let incoming_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
+        let uploads = !(websocket || axum::body::HttpBody::is_end_stream(&body));
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let broke = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut up = Request::builder()
             .method(parts.method)
             .uri(uri)
-            .body(if websocket || axum::body::HttpBody::is_end_stream(&body) {
-                Body::empty()
-            } else {
-                Body::new(Watched::new(
+            .body(if uploads {
+                Body::new(Watched::upload(
                     http_body_util::Limited::new(
                         body,
                         usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
                     ),
                     limits.idle_timeout,
-                    None,
+                    sent_tx,
+                    broke.clone(),
                 ))
+            } else {
+                Body::empty()
             })
             .map_err(|e| ApiError::new(Code::Internal, format!("building the request: {e}")))?;
         *up.headers_mut() = headers::to_plugin(parts.headers, &bearer, call.request_id, websocket);
 
         let started = Instant::now();
-        let answer = tokio::time::timeout(limits.response_timeout, self.client.request(up)).await;
+        // The response-header timeout starts once the request body has been sent: a slow
+        // upload is the caller's pace (bounded by the idle timeout), not the plugin's.
+        let sending = self.client.request(up);
+        tokio::pin!(sending);
+        let early = if uploads {
+            tokio::select! {
+                r = &mut sending => Some(r),
+                _ = sent_rx => None,
+            }
+        } else {
+            None
+        };
+        let answer = match early {
+            Some(r) => Ok(r),
+            None => tokio::time::timeout(limits.response_timeout, &mut sending).await,
+        };
         let mut failed = |ok: bool| {
             if permit.record(ok, Instant::now()) {
                 tracing::warn!(
@@ -347,6 +366,16 @@ impl Proxy {
                 if is_too_large(&e) {
                     return Err(too_large(name, limits.max_body_bytes));
                 }
+                if broke.load(std::sync::atomic::Ordering::Acquire) {
+                    // The caller's body broke off (stalled, aborted): not the plugin's failure.
+                    return Err(ApiError::new(
+                        Code::InvalidRequest,
+                        format!(
+                            "the request body broke off before it reached plugin {name}: {}",
+                            source_chain(&e)
+                        ),
+                    ));
+                }
                 failed(false);
                 let why = if e.is_connect() {
                     format!("plugin {name} could not be reached: {}", source_chain(&e))
@@ -371,15 +400,15 @@ impl Proxy {
         {
             let outgoing = hyper::upgrade::on(&mut res);
             let plugin = name.to_string();
+            let idle = limits.idle_timeout;
             tokio::spawn(async move {
-                let _permit = permit;
-                match (incoming.await, outgoing.await) {
+                let upgraded = (incoming.await, outgoing.await);
+                // A WebSocket holds its in-flight slot until both sides have switched; the
+                // session then lasts while bytes move (the idle timeout ends a silent one).
+                drop(permit);
+                match upgraded {
                     (Ok(a), Ok(b)) => {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(a),
-                            &mut TokioIo::new(b),
-                        )
-                        .await;
+                        body::splice(TokioIo::new(a), TokioIo::new(b), idle).await;
                     }
                     (a, b) => {
                         tracing::warn!(

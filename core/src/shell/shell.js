@@ -81,11 +81,23 @@ async function httpError(res, method, path) {
  */
 function httpFor(name) {
   const prefix = `/api/proxy/${encodeURIComponent(name)}`;
+  // A path stays under the plugin's own prefix: no `.`/`..` segment (plain or encoded, which
+  // the browser would resolve into another plugin's or the core's URL) and no backslash.
   const url = (path) => {
     const p = String(path ?? '');
+    const pathPart = p.split(/[?#]/, 1)[0].toLowerCase().replace(/%2e/g, '.').replace(/%2f/g, '/');
+    if (/\\|%5c/.test(pathPart) || pathPart.split('/').some((s) => s === '.' || s === '..')) {
+      const e = new Error(`sdk.http: "${p}" would leave the plugin's own API`);
+      e.name = 'HttpError';
+      e.status = 400;
+      e.code = 'path_not_allowed';
+      e.details = [];
+      e.requestId = null;
+      throw e;
+    }
     return prefix + (p.startsWith('/') ? p : `/${p}`);
   };
-  const fetchFn = (path, init = {}) => fetch(url(path), { credentials: 'same-origin', ...init });
+  const fetchFn = async (path, init = {}) => fetch(url(path), { credentials: 'same-origin', ...init });
   async function request(method, path, body, init = {}) {
     const headers = new Headers(init.headers);
     let payload = body;
