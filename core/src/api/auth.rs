@@ -87,24 +87,35 @@ async fn login(
         )
         .await
         .map_err(failed)?;
-    let mut res = StatusCode::FOUND.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&url).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?,
-    );
-    h.insert(
-        header::SET_COOKIE,
-        set_cookie(
+    let location =
+        HeaderValue::from_str(&url).map_err(|e| ApiError::new(Code::Internal, e.to_string()))?;
+    Ok(redirect(
+        StatusCode::FOUND,
+        location,
+        [set_cookie(
             LOGIN_COOKIE,
             &sealed,
             "/auth",
             LOGIN_SECS,
             over_tls(&headers),
-        ),
-    );
+        )],
+    ))
+}
+
+/// A redirect that sets `cookies` and is never cached.
+fn redirect(
+    status: StatusCode,
+    location: HeaderValue,
+    cookies: impl IntoIterator<Item = HeaderValue>,
+) -> Response {
+    let mut res = status.into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, location);
+    for c in cookies {
+        h.append(header::SET_COOKIE, c);
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    res
 }
 
 #[derive(Deserialize)]
@@ -146,22 +157,14 @@ async fn callback(
         .await
         .map_err(failed)?;
     let tls = over_tls(&headers);
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::LOCATION,
+    Ok(redirect(
+        StatusCode::SEE_OTHER,
         HeaderValue::from_str(&back).unwrap_or(HeaderValue::from_static("/")),
-    );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, &sealed, "/", max_age, tls),
-    );
-    h.append(
-        header::SET_COOKIE,
-        set_cookie(LOGIN_COOKIE, "", "/auth", 0, tls),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+        [
+            set_cookie(SESSION_COOKIE, &sealed, "/", max_age, tls),
+            set_cookie(LOGIN_COOKIE, "", "/auth", 0, tls),
+        ],
+    ))
 }
 
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -252,13 +252,8 @@ impl Keys {
         audience: &str,
         revoked: impl Fn(&str) -> bool,
     ) -> Result<Claims, ApiError> {
-        match self.validate(token, audience, &revoked) {
-            Err(e) if e.code == Code::TokenUnknownKey && self.may_reload() => {
-                let _ = self.reload().await;
-                self.validate(token, audience, &revoked)
-            }
-            other => other,
-        }
+        self.reloading(|| self.validate(token, audience, &revoked))
+            .await
     }
 
     /// [`Keys::validate_plugin`], with the same reading again as [`Keys::check`].
@@ -267,10 +262,20 @@ impl Keys {
         token: &str,
         revoked: impl Fn(&str) -> bool,
     ) -> Result<Claims, ApiError> {
-        match self.validate_plugin(token, &revoked) {
+        self.reloading(|| self.validate_plugin(token, &revoked))
+            .await
+    }
+
+    /// Runs `validate`; when it names a key id not held, reads the keys again (at most once a
+    /// second) and runs it once more.
+    async fn reloading(
+        &self,
+        validate: impl Fn() -> Result<Claims, ApiError>,
+    ) -> Result<Claims, ApiError> {
+        match validate() {
             Err(e) if e.code == Code::TokenUnknownKey && self.may_reload() => {
                 let _ = self.reload().await;
-                self.validate_plugin(token, &revoked)
+                validate()
             }
             other => other,
         }
