@@ -53,6 +53,9 @@ codes! {
     HeadersTooLarge = "headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE;
     InvalidRequest = "invalid_request", BAD_REQUEST;
     InvalidManifest = "invalid_manifest", BAD_REQUEST;
+    InvalidEvent = "invalid_event", BAD_REQUEST;
+    EventTypeNotOwned = "event_type_not_owned", FORBIDDEN;
+    DeadLetterNotFound = "dead_letter_not_found", NOT_FOUND;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;
@@ -170,4 +173,16 @@ impl From<tessera_lifecycle::Refusal> for ApiError {
             Refusal::Invalid(_) => ApiError::new(Code::Internal, message),
         }
     }
+}
+
+/// An error with its causes, for people.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }

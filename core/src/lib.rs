@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod declared;
 pub mod error;
+pub mod events;
 pub mod listener;
 pub mod model;
 pub mod policy;

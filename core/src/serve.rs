@@ -54,7 +54,25 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     };
     // The shell list is fed by the registry's commits.
     let shell = Arc::new(ShellList::default());
-    let observers: Vec<Arc<dyn crate::registry::Observer>> = vec![shell.clone()];
+    let metrics = Arc::new(crate::telemetry::Metrics::new());
+    let events = crate::events::Events::open(
+        crate::events::Settings {
+            db: opened.events_db.clone(),
+            limits: config.events.limits(),
+            delivery_timeout: config.events.delivery_timeout(),
+        },
+        metrics.events.clone(),
+    )
+    .map_err(|why| StartError::Load {
+        place: format!("event outbox of {place}"),
+        why,
+    })?;
+    if !events.is_durable() {
+        tracing::warn!(
+            "events: no durable engine is configured; accepted events are held in memory and lost if this replica stops (tessera_events_durable 0)"
+        );
+    }
+    let observers: Vec<Arc<dyn crate::registry::Observer>> = vec![shell.clone(), events.clone()];
     // Loading may call the Kubernetes API, which blocks: off the async workers.
     let store = opened.store;
     let registry =
@@ -115,7 +133,6 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         // A follower's readiness does not wait for probes it does not run.
         let _ = probed_tx.send(true);
     }
-    let metrics = Arc::new(crate::telemetry::Metrics::new());
     let proxy = Arc::new(crate::proxy::Proxy::new(
         config.proxy.clone(),
         metrics.proxy.clone(),
@@ -128,6 +145,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         leading_rx,
         shutdown_rx.clone(),
     ));
+
+    tasks.extend(
+        events
+            .start(registry.clone(), keys.clone(), shutdown_rx.clone())
+            .await
+            .map_err(|why| StartError::Load {
+                place: format!("event outbox of {place}"),
+                why,
+            })?,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -145,6 +172,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         users,
         keys: keys.clone(),
         proxy,
+        events,
         service_accounts,
         config: shared_config,
         probed: probed_rx,

@@ -127,6 +127,8 @@ pub struct Metrics {
     pub connections_shed: Family<ReasonLabels, Counter>,
     /// The plugin API proxy.
     pub proxy: ProxyMetrics,
+    /// Events between plugins.
+    pub events: crate::events::metrics::EventsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +211,7 @@ impl Metrics {
             connections_shed.clone(),
         );
         let proxy = ProxyMetrics::register(&mut registry);
+        let events = crate::events::metrics::EventsMetrics::register(&mut registry);
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -231,6 +234,7 @@ impl Metrics {
             connections_open,
             connections_shed,
             proxy,
+            events,
         }
     }
 

@@ -327,6 +327,18 @@ pub fn revoke(jti: &str, actor: &Actor, now: &str) -> AuditEvent {
     )
 }
 
+/// The audit event of an action outside the plugin lifecycle (an event redriven, a dead
+/// letter deleted).
+pub fn note(
+    actor: &Actor,
+    action: &str,
+    plugin: Option<&str>,
+    reason: String,
+    now: &str,
+) -> AuditEvent {
+    event(actor, action, plugin, reason, now)
+}
+
 /// The audit event of minting a token (never the token itself).
 pub fn issue(token: &crate::model::IssuedToken, actor: &Actor, now: &str) -> AuditEvent {
     event(actor, "issue-token", None, token.audit_reason(), now)

@@ -8,7 +8,8 @@
 //! - [`range`]: npm-style version ranges (`>=2.1 <3.0`, `^1.4`, `1.2 - 1.8`, `A || B`)
 //!   translated into `semver` requirements;
 //! - [`compat`]: the versions this core speaks and the compatibility check;
-//! - [`capability`]: the closed capability catalogue and the requested-vs-granted check.
+//! - [`capability`]: the closed capability catalogue and the requested-vs-granted check;
+//! - [`events`]: event types and subscription patterns (`*` one segment, a last `>` the rest).
 //!
 //! With the `runtime` feature (on by default), [`runtime`] is the plugin side: `serve(app,
 //! manifest)` with the standard endpoints, the registration loop, JSON logs and metrics.
@@ -18,6 +19,7 @@
 
 pub mod capability;
 pub mod compat;
+pub mod events;
 #[cfg(feature = "metrics")]
 pub mod http_metrics;
 pub mod manifest;

@@ -180,14 +180,14 @@ fn compat_core_is_required_and_ranges_must_parse() {
     assert_eq!(path, "/compat/frontend_sdk");
     assert!(msg.starts_with("invalid range \"~>\""), "{msg}");
     // Compatibility is judged apart from validity.
-    assert!(problems_with("/compat/core", json!(">=2.1 <3.0")).is_empty());
+    assert!(problems_with("/compat/core", json!(">=2.5 <3.0")).is_empty());
     let misses = compat::problems(
-        &json!({"compat": {"core": ">=2.1 <3.0"}}),
+        &json!({"compat": {"core": ">=2.5 <3.0"}}),
         &Versions::default(),
     );
     assert_eq!(
         misses[0].message,
-        "compat.core \">=2.1 <3.0\" does not include core plugin API 2.0.0"
+        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.1.0"
     );
 }
 
@@ -411,6 +411,88 @@ fn declared_contributions_request_their_capabilities() {
     doc["ui"]["contributions"] = json!({});
     let m = manifest::validate(&doc).into_result().unwrap();
     assert_eq!(m.requested_capabilities(), [Capability::EventsPublish]);
+}
+
+#[test]
+fn subscriptions_request_events_subscribe_and_follow_the_rules() {
+    let mut doc = valid();
+    doc["events"] = json!({"subscribe": [
+        {"type": "billing.invoice.*", "path": "/events"},
+        {"type": "billing.>", "shell": true},
+        {"type": "shop.order.created", "path": "/orders", "ordered": false, "maxInFlight": 8},
+    ]});
+    let m = manifest::validate(&doc).into_result().unwrap();
+    assert!(
+        m.requested_capabilities()
+            .contains(&Capability::EventsSubscribe)
+    );
+    assert_eq!(m.events.subscribe[0].window(), 1);
+    assert_eq!(m.events.subscribe[2].window(), 8);
+    // The normalized form keeps what was declared and nothing for a manifest without events.
+    assert_eq!(
+        m.to_json()["events"]["subscribe"][1],
+        json!({"type": "billing.>", "shell": true})
+    );
+    assert!(
+        manifest::validate(&valid())
+            .into_result()
+            .unwrap()
+            .to_json()
+            .get("events")
+            .is_none()
+    );
+
+    let cases = [
+        (
+            json!({"type": "billing.>.x", "path": "/e"}),
+            "/events/subscribe/0/type",
+        ),
+        (
+            json!({"type": "billing..x", "path": "/e"}),
+            "/events/subscribe/0/type",
+        ),
+        (json!({"type": "billing.x"}), "/events/subscribe/0"),
+        (
+            json!({"type": "billing.x", "shell": false}),
+            "/events/subscribe/0",
+        ),
+        (
+            json!({"type": "billing.x", "path": "/e", "shell": true}),
+            "/events/subscribe/0",
+        ),
+        (
+            json!({"type": "billing.x", "path": "/e", "maxInFlight": 4}),
+            "/events/subscribe/0/maxInFlight",
+        ),
+        (
+            json!({"type": "billing.x", "shell": true, "ordered": true}),
+            "/events/subscribe/0",
+        ),
+        (
+            json!({"type": "billing.x", "path": "e"}),
+            "/events/subscribe/0/path",
+        ),
+        (
+            json!({"type": "billing.x", "path": "/e", "maxInFlight": 0, "ordered": false}),
+            "/events/subscribe/0/maxInFlight",
+        ),
+    ];
+    for (sub, at) in cases {
+        let mut doc = valid();
+        doc["events"] = json!({"subscribe": [sub.clone()]});
+        let found = problems(&doc);
+        assert!(found.iter().any(|(p, _)| p == at), "{sub}: {found:?}");
+    }
+    let mut doc = valid();
+    doc["events"] = json!({"subscribe": [
+        {"type": "billing.x", "path": "/e"}, {"type": "billing.x", "path": "/e"}
+    ]});
+    let (path, msg) = only(problems(&doc));
+    assert_eq!(path, "/events/subscribe/1");
+    assert!(
+        msg.contains("already declared at /events/subscribe/0"),
+        "{msg}"
+    );
 }
 
 #[test]

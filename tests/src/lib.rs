@@ -64,6 +64,18 @@ pub fn echo_plugin_bin() -> PathBuf {
     bin
 }
 
+/// Path of the events plugin (`bench/src/bin/events-plugin.rs`), built with the workspace.
+pub fn events_plugin_bin() -> PathBuf {
+    let bin =
+        tessera_bin().with_file_name(format!("events-plugin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -8,6 +8,7 @@
 mod admin;
 mod assets;
 mod auth;
+mod events;
 mod middleware;
 mod plugin_v1;
 mod proxy;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The plugin API proxy.
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// Events between plugins.
+    pub events: Arc<crate::events::Events>,
     /// ServiceAccounts that may register their plugin, and who checks their tokens.
     pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
@@ -117,6 +120,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/tokens/{jti}/revoke"),
     ("GET", "/api/audit"),
     ("GET", "/api/plugin/v1/whoami"),
+    ("POST", "/api/plugin/v1/events"),
+    ("GET", "/api/events/dead-letters"),
+    ("POST", "/api/events/dead-letters/{id}/redrive"),
+    ("DELETE", "/api/events/dead-letters/{id}"),
+    ("GET", "/api/events/subscriptions"),
     ("GET", "/auth/login"),
     ("GET", "/auth/callback"),
     ("POST", "/auth/logout"),
@@ -151,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::routes())
         .merge(plugin_v1::routes())
         .merge(proxy::routes())
+        .merge(events::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -318,6 +327,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.metrics.set_plugin_states(&counts);
     state.proxy.export();
+    state.events.export();
     let mut res = Response::new(Body::from(state.metrics.encode()));
     res.headers_mut().insert(
         header::CONTENT_TYPE,

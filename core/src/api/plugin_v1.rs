@@ -50,6 +50,27 @@ impl axum::extract::FromRequestParts<AppState> for PluginCaller {
     }
 }
 
+impl PluginCaller {
+    /// Refuses the call (403 `capability_not_granted`) unless the token grants `cap`.
+    pub(crate) fn require(&self, cap: tessera_sdk::Capability) -> Result<(), ApiError> {
+        if self.capabilities.iter().any(|c| c == cap.name()) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            crate::error::Code::CapabilityNotGranted,
+            format!(
+                "plugin \"{}\" is not granted \"{cap}\"; its registration token must grant it",
+                self.plugin
+            ),
+        )
+        .with_details(vec![serde_json::json!({
+            "requested": [cap.name()],
+            "granted": self.capabilities,
+            "missing": [cap.name()],
+        })]))
+    }
+}
+
 /// `GET /api/plugin/v1/whoami`.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -74,10 +74,13 @@ pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 pub(super) async fn shell_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = super::auth::user(&state, &headers) {
-        return e.into_response();
-    }
+    let user = match super::auth::user(&state, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     let mut rx = state.shell.subscribe();
+    // Events for the plugins' UIs (`shell: true` subscriptions): this user's tenant, or none.
+    let mut feed = state.events.shell_feed();
     let mut shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
     // Every stream sends the snapshot's prebuilt event bytes by reference: a change costs one
@@ -100,6 +103,11 @@ pub(super) async fn shell_events(State(state): State<AppState>, headers: HeaderM
                     let snap = rx.borrow_and_update().clone();
                     snap.event()
                 }
+                got = feed.recv() => match got {
+                    Ok(ev) if ev.tenant.as_ref().is_none_or(|t| *t == user.tenant) => ev.frame.clone(),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
                 _ = heartbeat.tick() => bytes::Bytes::from_static(b":heartbeat\n\n"),
                 _ = shutdown.changed() => return,
             };

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod events;
 mod proxy;
+pub use events::EventsConfig;
 pub use proxy::{ProxyConfig, ProxyLimits, ProxyPluginConfig};
 
 /// Everything `tessera serve` can be told.
@@ -32,6 +34,8 @@ pub struct Config {
     pub shell: ShellConfig,
     /// The plugin API proxy (`/api/proxy/{plugin}/...`).
     pub proxy: ProxyConfig,
+    /// Events between plugins (retries, delivery timeout).
+    pub events: EventsConfig,
     /// Who may use the shell and the admin API with a session (OpenID Connect).
     pub auth: AuthConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
@@ -219,6 +223,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             shell: ShellConfig::default(),
             proxy: ProxyConfig::default(),
+            events: EventsConfig::default(),
             auth: AuthConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
@@ -402,6 +407,7 @@ impl Config {
     /// Refuses values that cannot work.
     pub fn check(&self) -> Result<(), ConfigError> {
         self.proxy.check()?;
+        self.events.check()?;
         let p = &self.probe;
         if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
             return Err(ConfigError::Invalid(

@@ -372,15 +372,21 @@ impl Proxy {
                         Code::InvalidRequest,
                         format!(
                             "the request body broke off before it reached plugin {name}: {}",
-                            source_chain(&e)
+                            crate::error::source_chain(&e)
                         ),
                     ));
                 }
                 failed(false);
                 let why = if e.is_connect() {
-                    format!("plugin {name} could not be reached: {}", source_chain(&e))
+                    format!(
+                        "plugin {name} could not be reached: {}",
+                        crate::error::source_chain(&e)
+                    )
                 } else {
-                    format!("plugin {name} failed to answer: {}", source_chain(&e))
+                    format!(
+                        "plugin {name} failed to answer: {}",
+                        crate::error::source_chain(&e)
+                    )
                 };
                 tracing::warn!(plugin = name, error = %why, "proxy: upstream failed");
                 return Err(ApiError::new(Code::UpstreamFailed, why));
@@ -457,16 +463,4 @@ fn is_too_large(e: &hyper_util::client::legacy::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// An error with its causes, for people.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

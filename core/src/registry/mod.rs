@@ -301,6 +301,23 @@ impl Registry {
             .await
     }
 
+    /// Records an audit event of an action outside the plugin lifecycle.
+    pub async fn note(
+        &self,
+        action: &str,
+        plugin: Option<&str>,
+        reason: String,
+        actor: &Actor,
+    ) -> Result<(), ApiError> {
+        let note = writer::Note {
+            action: action.to_string(),
+            plugin: plugin.map(String::from),
+            reason,
+        };
+        self.submit(|reply| Command::Note(note, actor.clone(), reply.into()))
+            .await
+    }
+
     /// Records a minted token in the token list, with its audit event.
     pub async fn record_issued(&self, token: IssuedToken, actor: &Actor) -> Result<(), ApiError> {
         self.submit(|reply| Command::Issue(Box::new(token), actor.clone(), reply.into()))

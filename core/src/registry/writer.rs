@@ -40,6 +40,7 @@ pub(crate) enum Command {
     Delete(String, Actor, Slot<()>),
     Revoke(String, Actor, Slot<()>),
     Issue(Box<IssuedToken>, Actor, Slot<()>),
+    Note(Note, Actor, Slot<()>),
     Probe(Probe, Slot<()>),
     External(External, Slot<()>),
 }
@@ -50,6 +51,13 @@ pub(crate) struct UiReport {
     pub(crate) version: String,
     pub(crate) ok: bool,
     pub(crate) message: String,
+}
+
+/// An audit event of an action outside the lifecycle.
+pub(crate) struct Note {
+    pub(crate) action: String,
+    pub(crate) plugin: Option<String>,
+    pub(crate) reason: String,
 }
 
 /// A plugin the admin declared, listed until it registers.
@@ -115,6 +123,7 @@ macro_rules! with_slot {
             Command::Delete(.., $slot) => $body,
             Command::Revoke(.., $slot) => $body,
             Command::Issue(.., $slot) => $body,
+            Command::Note(.., $slot) => $body,
             Command::Probe(.., $slot) => $body,
             Command::External(.., $slot) => $body,
         }
@@ -156,6 +165,17 @@ impl Command {
             Command::Issue(token, actor, slot) => {
                 let event = transition::issue(token, actor, p.now);
                 p.batch.changes.push(Change::Issue(token.clone()));
+                p.batch.audit(vec![event]);
+                slot.set(Ok(()));
+            }
+            Command::Note(n, actor, slot) => {
+                let event = transition::note(
+                    actor,
+                    &n.action,
+                    n.plugin.as_deref(),
+                    n.reason.clone(),
+                    p.now,
+                );
                 p.batch.audit(vec![event]);
                 slot.set(Ok(()));
             }

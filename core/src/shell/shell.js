@@ -44,6 +44,29 @@ const MODULE_NAME = /^[A-Za-z0-9_$./-]+$/;
  */
 const mounted = new Map();
 const subscribers = new Map(); // topic -> Set(handler)
+/** plugin name -> Set({ pattern, handler }): its UI's `sdk.events.subscribe` calls. */
+const eventSubscribers = new Map();
+/** The signed-in user's tenant (the stream only carries events of it, or of none). */
+let tenant = 'default';
+
+/** Whether event type `type` matches `pattern` (`*` one segment, a last `>` the rest). */
+function typeMatches(pattern, type) {
+  const p = String(pattern).split('.');
+  const t = String(type).split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>' && i === p.length - 1) return t.length > i;
+    if (i >= t.length || (p[i] !== '*' && p[i] !== t[i])) return false;
+  }
+  return p.length === t.length;
+}
+
+/** Hands a plugin event from the stream to the subscribing UI's handlers. */
+function deliverEvent(plugin, event) {
+  for (const s of eventSubscribers.get(plugin) ?? []) {
+    if (!typeMatches(s.pattern, event?.type)) continue;
+    try { s.handler(event); } catch (e) { console.error('event handler failed', plugin, e); }
+  }
+}
 /** The page on show: { entry, route, path, unmount }. */
 let page = null;
 
@@ -124,7 +147,7 @@ function httpFor(name) {
 
 function contextFor(remote, params = []) {
   return {
-    tenantId: 'default',
+    tenantId: tenant,
     plugin: { name: remote.name, version: remote.version },
     params: Object.freeze(Object.fromEntries(params)),
     sdk: {
@@ -133,10 +156,18 @@ function contextFor(remote, params = []) {
         registerRoute(route) { console.info('registerRoute', remote.name, route?.path); },
       },
       events: {
+        // The shell's own topics (`plugins.changed`), and the events the plugin's manifest
+        // subscribes its UI to (`events.subscribe: [{type, shell: true}]`) whose type matches.
         subscribe(topic, handler) {
           if (!subscribers.has(topic)) subscribers.set(topic, new Set());
           subscribers.get(topic).add(handler);
-          return () => subscribers.get(topic)?.delete(handler);
+          if (!eventSubscribers.has(remote.name)) eventSubscribers.set(remote.name, new Set());
+          const entry = { pattern: topic, handler };
+          eventSubscribers.get(remote.name).add(entry);
+          return () => {
+            subscribers.get(topic)?.delete(handler);
+            eventSubscribers.get(remote.name)?.delete(entry);
+          };
         },
       },
       http: httpFor(remote.name),
@@ -527,6 +558,7 @@ window.addEventListener('hashchange', renderRoute);
 // With sign-in configured the header names the user and offers to sign out; an anonymous
 // shell shows nothing.
 fetch('/api/me').then((r) => (r.ok ? r.json() : null)).then((me) => {
+  if (me && typeof me.tenant === 'string') tenant = me.tenant;
   if (!me || me.sub === 'anonymous') return;
   document.getElementById('user-name').textContent = me.name;
   document.getElementById('user').hidden = false;
@@ -555,6 +587,11 @@ function connect(broken = false) {
     let list;
     try { list = JSON.parse(e.data); } catch (err) { console.error('bad remotes event', err); return; }
     if (Array.isArray(list)) apply(list);
+  });
+  events.addEventListener('plugin-event', (e) => {
+    let msg;
+    try { msg = JSON.parse(e.data); } catch (err) { console.error('bad plugin-event', err); return; }
+    if (msg && typeof msg.plugin === 'string' && msg.event) deliverEvent(msg.plugin, msg.event);
   });
   events.addEventListener('open', () => {
     reconnects = 0;

@@ -227,6 +227,8 @@ pub struct Opened {
     pub session_key: Option<crate::users::cookie::SessionKey>,
     /// Who checks ServiceAccount tokens (the Kubernetes API server's TokenReview), in a cluster.
     pub token_reviewer: Option<Arc<dyn crate::auth::service_account::TokenReviewer>>,
+    /// The SQLite file the event outbox shares (`None`: no durable engine; in memory).
+    pub events_db: Option<std::path::PathBuf>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -252,6 +254,7 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
                 coordination: Box::new(Alone),
                 session_key,
                 token_reviewer: None,
+                events_db: Some(db),
             })
         }
         StoreKind::Kubernetes => kube::open(config).await,

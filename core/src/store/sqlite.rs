@@ -46,6 +46,51 @@ const MIGRATIONS: &[&str] = &[
      );",
 ];
 
+/// Applies `migrations` in order to `conn`, recording each in `table` (version, applied_at); a
+/// database at a version newer than the list is refused (a newer build wrote it).
+pub(crate) fn migrate(
+    conn: &mut Connection,
+    table: &str,
+    migrations: &[&str],
+) -> Result<(), String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            version INTEGER PRIMARY KEY NOT NULL,
+            applied_at TEXT NOT NULL
+         );"
+    ))
+    .map_err(e)?;
+    let current: i64 = conn
+        .query_row(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {table}"),
+            [],
+            |r| r.get(0),
+        )
+        .map_err(e)?;
+    let known = i64::try_from(migrations.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(format!(
+            "the database is at schema version {current} ({table}), newer than this build knows ({known}); use a newer tessera"
+        ));
+    }
+    for (i, sql) in migrations
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction().map_err(e)?;
+        tx.execute_batch(sql).map_err(e)?;
+        tx.execute(
+            &format!("INSERT INTO {table} (version, applied_at) VALUES (?1, ?2)"),
+            params![i64::try_from(i).unwrap_or(i64::MAX) + 1, now_rfc3339()],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+    }
+    Ok(())
+}
+
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -107,37 +152,7 @@ impl SqliteStore {
 
     fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INTEGER PRIMARY KEY NOT NULL,
-                applied_at TEXT NOT NULL
-             );",
-        )
-        .map_err(err)?;
-        let current: i64 = conn
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(err)?;
-        if current > MIGRATIONS.len() as i64 {
-            return Err(err(format!(
-                "the database is at schema version {current}, newer than this build knows ({}); use a newer tessera",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            let tx = conn.transaction().map_err(err)?;
-            tx.execute_batch(sql).map_err(err)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                params![i as i64 + 1, now_rfc3339()],
-            )
-            .map_err(err)?;
-            tx.commit().map_err(err)?;
-        }
-        Ok(())
+        migrate(&mut conn, "schema_migrations", MIGRATIONS).map_err(StoreError::Failed)
     }
 }
 

@@ -115,6 +115,9 @@ pub struct Manifest {
     /// Network permissions.
     #[serde(default)]
     pub permissions: Permissions,
+    /// Events the plugin receives.
+    #[serde(default, skip_serializing_if = "Events::is_empty")]
+    pub events: Events,
 }
 
 /// `compat`: npm-style ranges.
@@ -243,6 +246,64 @@ pub struct Network {
     pub egress_allow: Vec<String>,
 }
 
+/// `events`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    /// Subscriptions (capability `events:subscribe`).
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+}
+
+impl Events {
+    /// Whether nothing is declared (then `events` is left out of the normalized form).
+    pub fn is_empty(&self) -> bool {
+        self.subscribe.is_empty()
+    }
+}
+
+/// One entry of `events.subscribe`: events whose type matches `type`, delivered to the
+/// backend's `path` or to the plugin's UI (`shell: true`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Subscription {
+    /// Event type pattern: `*` one segment, a last `>` the rest.
+    #[serde(rename = "type")]
+    pub pattern: String,
+    /// Backend delivery: `POST basePath + path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Delivery to the plugin's UI (`sdk.events.subscribe`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shell: bool,
+    /// Backend delivery in the order events were accepted, per source (default); `false` lets
+    /// up to `maxInFlight` deliveries run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered: Option<bool>,
+    /// Deliveries at once when `ordered` is `false` (1-256, default 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u32>,
+}
+
+/// Default in-flight window of a subscription that opts out of ordering.
+pub const DEFAULT_MAX_IN_FLIGHT: u32 = 16;
+
+impl Subscription {
+    /// Whether deliveries keep the order events were accepted in, per source.
+    pub fn is_ordered(&self) -> bool {
+        self.ordered.unwrap_or(true)
+    }
+
+    /// How many deliveries may run at once: 1 per source when ordered, else the window.
+    pub fn window(&self) -> u32 {
+        if self.is_ordered() {
+            1
+        } else {
+            self.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT)
+        }
+    }
+}
+
 fn default_remote_path() -> String {
     DEFAULT_REMOTE_PATH.to_string()
 }
@@ -274,8 +335,9 @@ impl Manifest {
     }
 
     /// Every capability the manifest requests: the ones `capabilities` lists, plus the ones its
-    /// declarations request by being there (panels `ui:panel`, routes `ui:route`), sorted and
-    /// without duplicates. A registration token must grant all of them.
+    /// declarations request by being there (panels `ui:panel`, routes `ui:route`, subscriptions
+    /// `events:subscribe`), sorted and without duplicates. A registration token must grant all
+    /// of them.
     pub fn requested_capabilities(&self) -> Vec<Capability> {
         let mut all = self.capabilities.clone();
         if !self.ui.contributions.panels.is_empty() {
@@ -283,6 +345,9 @@ impl Manifest {
         }
         if !self.ui.contributions.routes.is_empty() {
             all.push(Capability::UiRoute);
+        }
+        if !self.events.subscribe.is_empty() {
+            all.push(Capability::EventsSubscribe);
         }
         all.sort_unstable();
         all.dedup();

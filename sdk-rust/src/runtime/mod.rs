@@ -20,6 +20,7 @@
 //! `PLUGIN_CONFIG_FILE`, checked against the manifest's `configSchema` at start.
 
 mod caller;
+mod events;
 mod logs;
 mod metrics;
 mod register;
@@ -42,6 +43,9 @@ use tokio::sync::watch;
 use crate::manifest::{self, Format, Manifest};
 
 pub use caller::{Caller, JWKS_REFRESH_INTERVAL};
+pub use events::{
+    Dedup, Event, EventError, EventType, PublishOptions, Published, Seen, on_event, on_event_with,
+};
 pub use logs::init_logging;
 pub use metrics::{AppMetrics, REQUIRED_FAMILIES};
 pub use register::{RegistrationStatus, backoff};
@@ -78,8 +82,8 @@ pub trait PluginApp: Send + Sync + 'static {
     }
 }
 
-/// A client for the core's plugin-facing API. More calls (`publish_event`, `register_job`,
-/// `fetch_secret`) arrive as the core grows them.
+/// A client for the core's plugin-facing API: `whoami`, `publish_event` / `publish`. More
+/// calls (`register_job`, `fetch_secret`) arrive as the core grows them.
 #[derive(Clone, Debug)]
 pub struct CoreClient {
     /// The core's base URL, when configured.
@@ -108,12 +112,66 @@ impl CoreClient {
     /// `GET /api/plugin/v1/whoami`: the plugin's name and granted capabilities, as the core
     /// sees its plugin token.
     pub async fn whoami(&self) -> Result<Value, CoreError> {
+        self.call(reqwest::Method::GET, "whoami", None).await
+    }
+
+    /// Publishes an event (`POST /api/plugin/v1/events`, capability `events:publish`): `ty`
+    /// must start with the plugin's name and a dot (`billing.invoice.created`), `data` is any
+    /// JSON of at most 256 KiB. Returns once the core has stored it durably.
+    pub async fn publish_event(
+        &self,
+        ty: &str,
+        data: impl serde::Serialize,
+    ) -> Result<Published, CoreError> {
+        self.publish_event_with(ty, data, PublishOptions::default())
+            .await
+    }
+
+    /// [`CoreClient::publish_event`] with a subject, your own id (a repeat is accepted once)
+    /// or a tenant.
+    pub async fn publish_event_with(
+        &self,
+        ty: &str,
+        data: impl serde::Serialize,
+        opts: PublishOptions,
+    ) -> Result<Published, CoreError> {
+        let data = serde_json::to_value(data).map_err(|e| CoreError::Refused {
+            status: 0,
+            code: "invalid_event".into(),
+            message: format!("the data cannot be serialized: {e}"),
+        })?;
+        let body = events::publish_body(ty, data, opts);
+        let answer = self
+            .call(reqwest::Method::POST, "events", Some(body))
+            .await?;
+        serde_json::from_value(answer).map_err(|e| CoreError::Refused {
+            status: 202,
+            code: "unexpected_answer".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Publishes a typed event: its type is `E::TYPE`, its data `event` serialized.
+    pub async fn publish<E: EventType>(&self, event: &E) -> Result<Published, CoreError> {
+        self.publish_event(E::TYPE, event).await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CoreError> {
         let base = self.base_url.as_deref().ok_or(CoreError::NotConfigured)?;
         let token = self.plugin_token().ok_or(CoreError::NotRegistered)?;
-        let res = self
+        let mut req = self
             .http
-            .get(format!("{base}/api/plugin/v1/whoami"))
-            .bearer_auth(token)
+            .request(method, format!("{base}/api/plugin/v1/{path}"))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req
             .send()
             .await
             .map_err(|e| CoreError::Unreachable(e.to_string()))?;

@@ -331,6 +331,7 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
     };
     Ok(super::Opened {
         session_key,
+        events_db: None,
         token_reviewer: Some(Arc::new(reviews::KubeTokenReviewer::new(
             store.client.clone(),
             config.kubernetes.timing().api_timeout,

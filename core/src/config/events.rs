@@ -1,0 +1,64 @@
+//! The events surface's settings (`events:`; the same keys in Helm values).
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// `events:` — how deliveries are retried and how long one may take.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Seconds one delivery may take before it counts as failed (and is retried).
+    pub delivery_timeout_seconds: f64,
+    /// Attempts before a delivery is dead-lettered.
+    pub max_attempts: u32,
+    /// Hours after its acceptance past which a failed delivery is not retried.
+    pub max_age_hours: f64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            delivery_timeout_seconds: 30.0,
+            max_attempts: 10,
+            max_age_hours: 24.0,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// Refuses values that cannot work.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let t = self.delivery_timeout_seconds;
+        if !(t.is_finite() && (0.1..=600.0).contains(&t)) {
+            return Err(ConfigError::Invalid(
+                "events.deliveryTimeoutSeconds must be between 0.1 and 600".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(ConfigError::Invalid(
+                "events.maxAttempts must be between 1 and 100".into(),
+            ));
+        }
+        let h = self.max_age_hours;
+        if !(h.is_finite() && (0.01..=720.0).contains(&h)) {
+            return Err(ConfigError::Invalid(
+                "events.maxAgeHours must be between 0.01 and 720".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The retry limits.
+    pub fn limits(&self) -> crate::events::policy::Limits {
+        crate::events::policy::Limits {
+            max_attempts: self.max_attempts,
+            max_age: std::time::Duration::from_secs_f64(self.max_age_hours * 3600.0),
+        }
+    }
+
+    /// The delivery timeout.
+    pub fn delivery_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.delivery_timeout_seconds)
+    }
+}
