@@ -67,7 +67,7 @@
  */
 
 /** Version of this SDK (what `compat.frontend_sdk` ranges are checked against). */
-export const SDK_VERSION = '1.2.0';
+export const SDK_VERSION = '1.3.0';
 
 /** Removes what `mount` rendered and releases what it holds. */
 export type Unmount = () => void;
@@ -92,6 +92,42 @@ export type EventHandler<T = unknown> = (payload: T) => void;
 export interface Topics {
   /** The list of mounted plugins changed. */
   'plugins.changed': Array<{ name: string; version: string }>;
+}
+
+/**
+ * An event from the core's event bus, as a `shell: true` subscription of the plugin's manifest
+ * delivers it (a CloudEvents 1.0 envelope). Since SDK 1.3.0.
+ */
+export interface CloudEvent<T = unknown> {
+  specversion: '1.0';
+  /** Unique per source. */
+  id: string;
+  /** `/plugins/<publisher>`. */
+  source: string;
+  /** e.g. `billing.invoice.created`. */
+  type: string;
+  subject?: string;
+  /** When the core accepted it (RFC 3339). */
+  time: string;
+  /** The tenant it belongs to; a shell only receives its user's tenant's events and untenanted ones. */
+  tenant?: string;
+  datacontenttype: 'application/json';
+  data: T;
+}
+
+/**
+ * Whether event type `type` matches `pattern`, as the core matches subscriptions: `*` stands
+ * for one dot-separated segment, a last `>` for the rest (`billing.invoice.*`, `billing.>`).
+ * Since SDK 1.3.0.
+ */
+export function typeMatches(pattern: string, type: string): boolean {
+  const p = pattern.split('.');
+  const t = type.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>' && i === p.length - 1) return t.length > i;
+    if (i >= t.length || (p[i] !== '*' && p[i] !== t[i])) return false;
+  }
+  return p.length === t.length;
 }
 
 /** Options of a call through `sdk.http`: those of `fetch`, but the method and body. */
@@ -157,9 +193,15 @@ export interface SDK {
     registerRoute(route: { path: string; component: string }): void;
   };
   events: {
-    /** Subscribes to a topic; returns the function that unsubscribes. */
+    /**
+     * Subscribes to a shell topic (`plugins.changed`), or to events of the core's bus: the
+     * handler receives each event whose type matches `type` (`*` one segment, a last `>` the
+     * rest) among those the plugin's manifest subscribes its UI to
+     * (`events.subscribe: [{type, shell: true}]`), live, while the page is open. Returns the
+     * function that unsubscribes; call it from the `mount`'s cleanup.
+     */
     subscribe<K extends keyof Topics>(topic: K, handler: EventHandler<Topics[K]>): () => void;
-    subscribe(topic: string, handler: EventHandler): () => void;
+    subscribe<T = unknown>(type: string, handler: EventHandler<CloudEvent<T>>): () => void;
   };
   /** The plugin's own backend, through the core. Since SDK 1.2.0. */
   http: HttpClient;

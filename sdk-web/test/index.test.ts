@@ -10,6 +10,7 @@ import {
   SDK_VERSION,
   HttpError,
   isHttpError,
+  typeMatches,
   type PluginContext,
   type Route,
 } from '../src/index.js';
@@ -79,7 +80,7 @@ test('a component reads its route parameters from ctx.params', () => {
 });
 
 test('the SDK version is the one the core speaks, and the package version', () => {
-  assert.equal(SDK_VERSION, '1.2.0');
+  assert.equal(SDK_VERSION, '1.3.0');
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
   assert.equal(pkg.version, SDK_VERSION);
 });
@@ -96,4 +97,19 @@ test('HttpError is recognised by shape, as the shell throws it', () => {
   assert.ok(!(new Error('x') instanceof HttpError));
   assert.ok(!isHttpError({ name: 'HttpError', status: '500', code: 'x' }));
   assert.ok(!isHttpError(null));
+});
+
+test('event types match patterns as the core matches subscriptions', () => {
+  const cases: Array<[string, string, boolean]> = [
+    ['billing.invoice.created', 'billing.invoice.created', true],
+    ['billing.invoice.*', 'billing.invoice.created', true],
+    ['billing.invoice.*', 'billing.invoice.created.v2', false],
+    ['billing.invoice.*', 'billing.invoice', false],
+    ['billing.>', 'billing.invoice.created', true],
+    ['billing.>', 'billing', false],
+    ['*.invoice.created', 'shop.invoice.created', true],
+    ['billing.invoice', 'billing.invoice.created', false],
+    ['plugins.changed', 'plugins.changed', true],
+  ];
+  for (const [pattern, type, want] of cases) assert.equal(typeMatches(pattern, type), want, `${pattern} vs ${type}`);
 });

@@ -124,6 +124,26 @@ export async function startHello(core, { uiDir } = {}) {
   return { port, kill: () => child.kill('SIGKILL') };
 }
 
+/**
+ * `events-plugin` (bench/src/bin/events-plugin.rs) as plugin `name`, registered with `core`:
+ * `env` sets `SUBSCRIBE`, `SHELL_SUBSCRIBE`, `CAPABILITIES`; `caps` is what its token grants.
+ * `publish(body)` asks it to publish through the core.
+ */
+export async function startEventsPlugin(core, name, caps, env = {}) {
+  const port = await freePort();
+  const child = track(spawn(bin('events-plugin'), [], {
+    env: { ...process.env, PLUGIN_NAME: name, PORT: String(port), CORE_BASE_URL: core.url, REG_TOKEN: core.token('--plugin', name, '--capabilities', caps), REGISTER_INTERVAL_SECONDS: '0.5', UI_REMOTE_PATH: '', ...env },
+    stdio: 'ignore',
+  }));
+  await waitFor(`${name} Ready`, async () => (await core.api('GET', `/api/plugins/${name}`)).state === 'Ready');
+  const publish = async (body) => {
+    const res = await fetch(`http://127.0.0.1:${port}/api/public/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    if (!res.ok) throw new Error(`publish: ${res.status} ${await res.text()}`);
+    return res.json();
+  };
+  return { port, publish, kill: () => child.kill('SIGKILL') };
+}
+
 /** A manifest of the current contract (plugin API 2.0) for a plugin of the tests' own. */
 export function fakeManifest(name, version, { title, routes = [] }) {
   return {

@@ -278,7 +278,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if std::env::var_os("UI_REMOTE_PATH").is_none() {
+    let ui_given = std::env::var("UI_REMOTE_PATH").is_ok_and(|v| !v.trim().is_empty());
+    if !ui_given {
         let dir = std::env::temp_dir().join(format!("events-plugin-{}", std::process::id()));
         let written = std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join("remoteEntry.js"), remote(&name)));
