@@ -8,10 +8,14 @@
 //!   each, WAL with the core's `synchronous` setting: commits/s.
 //! - `gating`: flips one plugin's readiness red T times and measures until the core's event
 //!   stream drops it.
+//! - `events`: publish throughput (durable acceptance) and publish-to-delivery latency at a
+//!   fixed rate, against a running core (`events.rs`).
 //! - `sse`: opens N event streams to a core, reads the core's RSS with all of them open, then
 //!   disables one plugin and measures until every stream has the list without it (fan-out).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: a failed step should stop loudly
+
+mod events;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -88,6 +92,23 @@ enum Cmd {
         #[arg(long)]
         plugin: String,
     },
+    /// Publish throughput and publish-to-delivery latency.
+    Events {
+        #[arg(long)]
+        core: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// What a call token costs the proxy per request: handed out from the cache, or minted.
     CallTokens {
         #[arg(long, default_value_t = 20000)]
@@ -139,6 +160,15 @@ async fn main() {
             clients,
             plugin,
         } => sse(&core, &data_dir, pid, clients, &plugin).await,
+        Cmd::Events {
+            core,
+            data_dir,
+            count,
+            size,
+            concurrency,
+            rate,
+            seconds,
+        } => events::run(&core, &data_dir, count, size, concurrency, rate, seconds).await,
         Cmd::CallTokens { iterations } => call_tokens(iterations),
     }
 }

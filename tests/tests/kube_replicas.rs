@@ -106,6 +106,19 @@ async fn a_registration_on_one_replica_reaches_the_other_and_a_disable_comes_bac
     );
     let audit = get_admin(&a, &admin, "/api/audit?plugin=atlas").await;
     assert!(audit.to_string().contains("incident 7"), "{audit}");
+    // Without a shared engine, event delivery is in memory per replica, and the core says so.
+    let subs = get_admin(&a, &admin, "/api/events/subscriptions").await;
+    assert_eq!(subs["durable"], false, "{subs}");
+    let metrics = tessera_tests::client::text(&format!("{}/metrics", a.url)).await;
+    assert!(
+        metrics.lines().any(|l| l == "tessera_events_durable 0"),
+        "{metrics}"
+    );
+    assert!(
+        a.log().contains("accepted events are held in memory"),
+        "{}",
+        a.log()
+    );
     k.cleanup().await;
 }
 

@@ -40,23 +40,17 @@ pub(super) struct Queue {
 
 impl Queue {
     fn push(&mut self, p: Pending, ordered: bool) {
-        let lane = self
-            .lanes
-            .entry(if ordered {
-                p.source.clone()
-            } else {
-                String::new()
-            })
-            .or_default();
-        if lane.iter().any(|i| i.p.id == p.id) {
-            return;
-        }
-        // Acceptance order; a redriven delivery goes back where it belongs.
-        let at = lane
-            .iter()
-            .rposition(|i| i.p.seq <= p.seq)
-            .map_or(0, |i| i + 1);
-        lane.insert(at, Item { p, busy: false });
+        // Deliveries arrive in acceptance order (loaded at start, then as committed); a redriven
+        // one joins the end, behind what waits, so a lane's head is always the one in flight.
+        let lane = if ordered {
+            p.source.clone()
+        } else {
+            String::new()
+        };
+        self.lanes
+            .entry(lane)
+            .or_default()
+            .push_back(Item { p, busy: false });
     }
 
     fn remove(&mut self, id: i64) -> Option<Pending> {
@@ -214,6 +208,9 @@ impl Dispatcher {
             let mut in_flight = q.in_flight;
             for lane in q.lanes.values_mut() {
                 for item in lane.iter_mut() {
+                    if in_flight >= limit && !back {
+                        break; // the window is full
+                    }
                     if back && !item.busy {
                         // It came back: what waited for it is due now.
                         item.p.next_ms = item.p.next_ms.min(now);

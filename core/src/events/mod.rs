@@ -42,8 +42,8 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// How long accepted events are remembered after their last delivery (a publisher repeating
-/// an id within it is answered with the first acceptance).
+/// How long accepted events are remembered after their acceptance, once nothing waits for them
+/// (a publisher repeating an id within it is answered with the first acceptance).
 const REMEMBER: Duration = Duration::from_secs(24 * 3600);
 
 /// An event for the shells: the subscribing plugins and the SSE frame that carries it.
@@ -320,6 +320,9 @@ impl Events {
                 (a, b) => a.or(b),
             };
         }
+        // A plugin whose backlog is gone (delivered, or the plugin deleted) reads 0, not its last value.
+        self.metrics.pending.clear();
+        self.metrics.lag_seconds.clear();
         for (plugin, (n, oldest)) in by_plugin {
             let label = PluginLabel { plugin };
             self.metrics.pending.get_or_create(&label).set(n);
