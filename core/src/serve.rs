@@ -58,11 +58,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let events = crate::events::Events::open(
         crate::events::Settings {
             db: opened.events_db.clone(),
+            nats_url: config.events.nats.as_ref().map(|n| n.url.clone()),
             limits: config.events.limits(),
             delivery_timeout: config.events.delivery_timeout(),
         },
         metrics.events.clone(),
     )
+    .await
     .map_err(|why| StartError::Load {
         place: format!("event outbox of {place}"),
         why,

@@ -159,6 +159,7 @@ pub fn tool(name: &str, env: &str, installed: &str) -> PathBuf {
 pub mod client;
 pub mod core;
 pub mod mutate;
+pub mod nats;
 pub mod plugin_server;
 
 /// Checks Prometheus text with `promtool check metrics` ($PROMTOOL, the one the test command

@@ -139,6 +139,13 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             ],
         ),
         (
+            "events on a NATS server beside the chart, narrow network policy",
+            vec![
+                r#"events={"deliveryTimeoutSeconds":10,"maxAttempts":5,"maxAgeHours":48,"nats":{"url":"nats://nats.nats.svc:4333"}}"#,
+                r#"networkPolicy={"enabled":true,"apiServerCIDR":"10.96.0.1/32"}"#,
+            ],
+        ),
+        (
             "users sign in with OpenID Connect",
             vec![
                 r#"auth={"oidc":{"enabled":true,"issuer":"https://login.example.com","clientId":"tessera","clientSecretName":"tessera-oidc","adminGroups":["platform"]}}"#,
@@ -403,6 +410,30 @@ fn the_rendered_config_is_one_the_core_accepts() {
             "{name}"
         );
     }
+    // The NATS engine reaches the core's config, and its network policy lets the core reach it.
+    let (_, nats) = cases()
+        .into_iter()
+        .find(|(n, _)| n.starts_with("events on a NATS server"))
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("tessera-chart-nats-{}.yaml", std::process::id()));
+    std::fs::write(&path, rendered_config(&nats)).unwrap();
+    let cfg = tessera_core::config::Config::from_file(&path).unwrap();
+    assert_eq!(
+        cfg.events.nats.map(|n| n.url),
+        Some("nats://nats.nats.svc:4333".to_string())
+    );
+    let policy = docs(&render(&nats).unwrap())
+        .into_iter()
+        .find(|d| d["kind"] == "NetworkPolicy")
+        .unwrap();
+    assert!(
+        policy["spec"]["egress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["ports"][0]["port"] == 4333),
+        "{policy}"
+    );
     let cfg = rendered_config(&cases()[1].1);
     assert!(
         cfg.contains("name: billing") && cfg.contains("backendUrl: http://billing.team-b.svc:8080"),

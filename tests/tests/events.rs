@@ -1,7 +1,8 @@
 //! Events end to end: a real core, two plugins on the Rust SDK (`events-plugin`: one publishes
-//! with `CoreClient::publish_event`, one receives with `on_event`), real HTTP on loopback, the
-//! SQLite outbox on disk. What a subscriber receives, how often, in which order, and what an
-//! admin sees.
+//! with `CoreClient::publish_event`, one receives with `on_event`), real HTTP on loopback. Each
+//! scenario runs twice: on the SQLite outbox on disk (`::sqlite`) and on a real NATS JetStream
+//! server (`::nats`). What a subscriber receives, how often, in which order, and what an admin
+//! sees; and two core replicas on the fake API server sharing one NATS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,36 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tessera_tests::client::{get_admin, http, post_admin, register_raw, text, within};
 use tessera_tests::core::{Core, fast_config, temp_dir};
+use tessera_tests::nats::NatsServer;
 use tessera_tests::{events_plugin_bin, free_port};
+
+mod cluster;
+
+/// Runs a scenario `async fn name(engine: &str)` on both engines: `name::sqlite`, `name::nats`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name("").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() {
+                let nats = tessera_tests::nats::NatsServer::start();
+                super::$name(&nats.config()).await;
+            }
+        }
+    )*};
+}
+
+on_both_engines!(
+    a_published_event_reaches_its_subscriber_once_as_a_cloudevent_with_a_call_token,
+    failures_are_retried_in_order_and_a_refusal_is_dead_lettered_until_redriven,
+    a_subscriber_that_was_down_receives_everything_in_order_once_it_is_back,
+    accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each_once,
+    publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body,
+);
 
 /// One `events-plugin` process (kept across restarts: same port, token and record file).
 struct Plugin {
@@ -30,6 +60,11 @@ impl Plugin {
     /// Starts `name` with a token granting `caps` and the plugin's `env` (`SUBSCRIBE`, ...).
     fn start(core: &Core, name: &str, caps: &str, env: &[(&str, &str)]) -> Plugin {
         let token = core.token(&["--plugin", name, "--capabilities", caps]);
+        Plugin::start_with(&core.url, name, token, env)
+    }
+
+    /// Starts `name` against the core at `core_url` with a registration token.
+    fn start_with(core_url: &str, name: &str, token: String, env: &[(&str, &str)]) -> Plugin {
         let mut p = Plugin {
             name: name.to_string(),
             child: None,
@@ -39,7 +74,7 @@ impl Plugin {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             token,
-            core_url: core.url.clone(),
+            core_url: core_url.to_string(),
             record: temp_dir("events-record").join("record.jsonl"),
         };
         p.spawn();
@@ -159,9 +194,10 @@ async fn pair(core: &Core, admin: &str) -> (Plugin, Plugin) {
     (a, b)
 }
 
-#[tokio::test]
-async fn a_published_event_reaches_its_subscriber_once_as_a_cloudevent_with_a_call_token() {
-    let core = Core::start(&fast_config(""));
+async fn a_published_event_reaches_its_subscriber_once_as_a_cloudevent_with_a_call_token(
+    engine: &str,
+) {
+    let core = Core::start(&fast_config(engine));
     let admin = core.admin_token();
     let (a, b) = pair(&core, &admin).await;
 
@@ -218,6 +254,10 @@ async fn a_published_event_reaches_its_subscriber_once_as_a_cloudevent_with_a_ca
     // What the admin sees, and the metrics (valid Prometheus text).
     let subs = get_admin(&core, &admin, "/api/events/subscriptions").await;
     assert_eq!(subs["durable"], true);
+    assert_eq!(
+        subs["engine"],
+        if engine.is_empty() { "sqlite" } else { "nats" }
+    );
     let s = &subs["items"][0];
     assert_eq!(
         (
@@ -247,9 +287,8 @@ async fn a_published_event_reaches_its_subscriber_once_as_a_cloudevent_with_a_ca
     }
 }
 
-#[tokio::test]
-async fn failures_are_retried_in_order_and_a_refusal_is_dead_lettered_until_redriven() {
-    let core = Core::start(&fast_config(""));
+async fn failures_are_retried_in_order_and_a_refusal_is_dead_lettered_until_redriven(engine: &str) {
+    let core = Core::start(&fast_config(engine));
     let admin = core.admin_token();
     let (a, b) = pair(&core, &admin).await;
 
@@ -374,9 +413,8 @@ async fn failures_are_retried_in_order_and_a_refusal_is_dead_lettered_until_redr
     );
 }
 
-#[tokio::test]
-async fn a_subscriber_that_was_down_receives_everything_in_order_once_it_is_back() {
-    let core = Core::start(&fast_config(""));
+async fn a_subscriber_that_was_down_receives_everything_in_order_once_it_is_back(engine: &str) {
+    let core = Core::start(&fast_config(engine));
     let admin = core.admin_token();
     let (a, mut b) = pair(&core, &admin).await;
     b.kill();
@@ -407,11 +445,12 @@ async fn a_subscriber_that_was_down_receives_everything_in_order_once_it_is_back
     assert_eq!(s["pending"], 0, "{s}");
 }
 
-#[tokio::test]
-async fn accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each_once() {
+async fn accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each_once(
+    engine: &str,
+) {
     // One address across restarts, so the plugins find the core again.
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut core = Core::start_at(&temp_dir("events-kill"), &fast_config(""), &listen);
+    let mut core = Core::start_at(&temp_dir("events-kill"), &fast_config(engine), &listen);
     let admin = core.admin_token();
     let (a, mut b) = pair(&core, &admin).await;
     b.kill();
@@ -444,9 +483,8 @@ async fn accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each
     assert_eq!(s["pending"], 0, "{s}");
 }
 
-#[tokio::test]
-async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body() {
-    let core = Core::start(&fast_config(""));
+async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body(engine: &str) {
+    let core = Core::start(&fast_config(engine));
     let admin = core.admin_token();
     let core = &core;
     let register = |name: &str, caps: &str, subscribe: Value| {
@@ -550,4 +588,80 @@ async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body
         body["error"]["details"][0]["missing"],
         json!(["events:subscribe"])
     );
+}
+
+/// Two core replicas on the fake API server share one NATS: a plugin publishes through replica
+/// A, A is killed right after the 202, and replica B delivers the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_accepted_by_a_replica_killed_right_after_the_202_is_delivered_by_the_other() {
+    use tessera_sdk::Capability::{EventsPublish, EventsSubscribe, UiPanel};
+    let nats = NatsServer::start();
+    let k = cluster::Cluster::fake().await;
+    // A replica that dies holding a delivery gives it back after the ack wait (the delivery
+    // timeout and 5 s, at least 10 s).
+    let config = format!(
+        "{}events:\n  deliveryTimeoutSeconds: 2\n  nats:\n    url: {}\n",
+        cluster::config(),
+        nats.url()
+    );
+    let mut a = k.replica("core-a", &config);
+    let b = k.replica("core-b", &config);
+    let token = |name: &str, caps: &[tessera_sdk::Capability]| {
+        k.keys()
+            .issue_registration(name, caps, None, None)
+            .unwrap()
+            .0
+    };
+    let admin = k.admin();
+    let publisher = Plugin::start_with(
+        &a.url,
+        "billing",
+        token("billing", &[UiPanel, EventsPublish]),
+        &[],
+    );
+    let subscriber = Plugin::start_with(
+        &b.url,
+        "ledger",
+        token("ledger", &[UiPanel, EventsSubscribe]),
+        &[
+            ("SUBSCRIBE", "billing.invoice.*"),
+            ("CAPABILITIES", "ui:panel"),
+        ],
+    );
+    for (core, name) in [(&a, "billing"), (&b, "ledger")] {
+        within(
+            Duration::from_secs(20),
+            &format!("{name} Ready"),
+            || async {
+                get_admin(core, &admin, &format!("/api/plugins/{name}")).await["state"] == "Ready"
+            },
+        )
+        .await;
+    }
+    for core in [&a, &b] {
+        let subs = get_admin(core, &admin, "/api/events/subscriptions").await;
+        assert_eq!(
+            (subs["durable"].as_bool(), subs["engine"].as_str()),
+            (Some(true), Some("nats")),
+            "{subs}"
+        );
+    }
+    // Nothing delivered yet: the subscriber records every attempt.
+    let (status, answer) = publisher
+        .publish(json!({"type": "billing.invoice.created", "count": 5}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    a.kill9();
+    within(
+        Duration::from_secs(30),
+        "all 5 delivered through B",
+        || async { subscriber.handled_ns().len() >= 5 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(subscriber.handled_ns(), [0, 1, 2, 3, 4]);
+    let subs = get_admin(&b, &admin, "/api/events/subscriptions").await;
+    assert_eq!(subs["items"][0]["pending"], 0, "{subs}");
+    drop(b);
+    k.cleanup().await;
 }

@@ -183,6 +183,7 @@ async fn subscriptions(
         .map_err(unavailable)?;
     Ok(Json(json!({
         "durable": state.events.is_durable(),
+        "engine": state.events.engine(),
         "items": items,
     }))
     .into_response())

@@ -14,6 +14,16 @@ pub struct EventsConfig {
     pub max_attempts: u32,
     /// Hours after its acceptance past which a failed delivery is not retried.
     pub max_age_hours: f64,
+    /// NATS JetStream, shared by every replica, instead of the SQLite outbox.
+    pub nats: Option<NatsConfig>,
+}
+
+/// `events.nats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://host:4222` (several, comma-separated, for a NATS cluster).
+    pub url: String,
 }
 
 impl Default for EventsConfig {
@@ -22,6 +32,7 @@ impl Default for EventsConfig {
             delivery_timeout_seconds: 30.0,
             max_attempts: 10,
             max_age_hours: 24.0,
+            nats: None,
         }
     }
 }
@@ -39,6 +50,22 @@ impl EventsConfig {
             return Err(ConfigError::Invalid(
                 "events.maxAttempts must be between 1 and 100".into(),
             ));
+        }
+        if let Some(n) = &self.nats {
+            let ok = !n.url.trim().is_empty()
+                && n.url.split(',').all(|u| {
+                    let u = u.trim();
+                    ["nats://", "tls://", "ws://", "wss://"]
+                        .iter()
+                        .any(|s| u.starts_with(s))
+                        && u.len() > 7
+                });
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "events.nats.url must be nats://host:port (or tls://, several comma-separated), got \"{}\"",
+                    n.url
+                )));
+            }
         }
         let h = self.max_age_hours;
         if !(h.is_finite() && (0.01..=720.0).contains(&h)) {

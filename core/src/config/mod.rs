@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 mod events;
 mod proxy;
-pub use events::EventsConfig;
+pub use events::{EventsConfig, NatsConfig};
 pub use proxy::{ProxyConfig, ProxyLimits, ProxyPluginConfig};
 
 /// Everything `tessera serve` can be told.

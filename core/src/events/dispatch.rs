@@ -119,7 +119,7 @@ struct Done {
     attempt: Attempt,
 }
 
-fn unit_random() -> f64 {
+pub(super) fn unit_random() -> f64 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
@@ -192,17 +192,8 @@ impl Dispatcher {
             now_exposed.insert(key.plugin.clone());
             let back = !exposed.contains(&key.plugin);
             let (ordered, window) = table.get(key).map_or((true, 1), |s| (s.ordered, s.window));
-            let base_path = deployment.manifest.fields::<BasePath>().endpoints.base_path;
-            let mut url = deployment.backend_url.trim_end_matches('/').to_string();
-            for part in [
-                base_path.trim_matches('/'),
-                key.path.trim_start_matches('/'),
-            ] {
-                if !part.is_empty() {
-                    url.push('/');
-                    url.push_str(part);
-                }
-            }
+            let base_path = deployment.manifest.fields::<BasePath>().base_path();
+            let url = url(&deployment.backend_url, &base_path, &key.path);
             let limit = if ordered { u32::MAX } else { window };
             let mut start = Vec::new();
             let mut in_flight = q.in_flight;
@@ -265,7 +256,16 @@ impl Dispatcher {
         let calls = calls.clone();
         let done = done.clone();
         tokio::spawn(async move {
-            let attempt = deliver(&http, &keys, &calls, &key, &url, &p).await;
+            let attempt = deliver(
+                &http,
+                &keys,
+                &calls,
+                &key,
+                &url,
+                p.tenant.as_deref(),
+                &p.envelope,
+            )
+            .await;
             let _ = done.send(Done {
                 key,
                 id: p.id,
@@ -334,9 +334,28 @@ impl Dispatcher {
 
 /// The field of a manifest the dispatcher reads.
 #[derive(Default, serde::Deserialize)]
-struct BasePath {
+pub(super) struct BasePath {
     #[serde(default)]
     endpoints: Endpoints,
+}
+
+impl BasePath {
+    /// `endpoints.basePath`.
+    pub(super) fn base_path(self) -> String {
+        self.endpoints.base_path
+    }
+}
+
+/// `backendUrl + basePath + path`, with one slash between each.
+pub(super) fn url(backend_url: &str, base_path: &str, path: &str) -> String {
+    let mut url = backend_url.trim_end_matches('/').to_string();
+    for part in [base_path.trim_matches('/'), path.trim_start_matches('/')] {
+        if !part.is_empty() {
+            url.push('/');
+            url.push_str(part);
+        }
+    }
+    url
 }
 
 #[derive(serde::Deserialize)]
@@ -359,15 +378,16 @@ fn default_base_path() -> String {
 }
 
 /// One attempt: `POST` the envelope as structured CloudEvents JSON with a call token.
-async fn deliver(
+pub(super) async fn deliver(
     http: &reqwest::Client,
     keys: &Keys,
     calls: &CallTokens,
     key: &SubKey,
     url: &str,
-    p: &Pending,
+    tenant: Option<&str>,
+    envelope: &str,
 ) -> Attempt {
-    let who = OnBehalfOf::core(p.tenant.as_deref());
+    let who = OnBehalfOf::core(tenant);
     let token = match calls.token(keys, &key.plugin, &who, CallKind::Event) {
         Ok(t) => t,
         Err(e) => return Attempt::Failed(format!("cannot sign a call token: {e}")),
@@ -376,7 +396,7 @@ async fn deliver(
         .post(url)
         .header(header::CONTENT_TYPE, "application/cloudevents+json")
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(p.envelope.to_string())
+        .body(envelope.to_string())
         .send()
         .await;
     match res {

@@ -11,10 +11,12 @@
 //! ```
 //!
 //! `envelope`, `policy` and `subs` are pure; `outbox` owns the SQLite connection; `dispatch`
-//! owns the HTTP calls.
+//! owns the HTTP calls. With `events.nats.url`, `jetstream` takes the place of the outbox and
+//! the dispatcher: one stream and a durable consumer per subscription that every replica shares.
 
 pub mod dispatch;
 pub mod envelope;
+pub mod jetstream;
 pub mod metrics;
 pub mod outbox;
 pub mod policy;
@@ -89,17 +91,27 @@ pub struct SubscriptionView {
     pub lag_seconds: f64,
 }
 
+/// Where accepted events live and who delivers them.
+enum Engine {
+    /// The SQLite outbox (or its in-memory twin) and this process's dispatcher.
+    Outbox {
+        outbox: Outbox,
+        queues: Queues,
+        incoming: std::sync::Mutex<Option<mpsc::UnboundedReceiver<outbox::Pending>>>,
+    },
+    /// NATS JetStream, shared by every replica.
+    Jet(Arc<jetstream::Jet>),
+}
+
 /// The events surface.
 pub struct Events {
-    outbox: Outbox,
+    engine: Engine,
     table: Arc<RwLock<Table>>,
-    queues: Queues,
     wake: Arc<Notify>,
     shell: broadcast::Sender<Arc<ShellEvent>>,
     metrics: EventsMetrics,
     limits: policy::Limits,
     delivery_timeout: Duration,
-    incoming: std::sync::Mutex<Option<mpsc::UnboundedReceiver<outbox::Pending>>>,
 }
 
 impl std::fmt::Debug for Events {
@@ -113,37 +125,97 @@ impl std::fmt::Debug for Events {
 pub struct Settings {
     /// The SQLite file of the outbox; `None` keeps delivery state in memory.
     pub db: Option<std::path::PathBuf>,
+    /// NATS JetStream instead of the outbox (`events.nats.url`).
+    pub nats_url: Option<String>,
     /// Retry limits.
     pub limits: policy::Limits,
     /// How long one delivery may take.
     pub delivery_timeout: Duration,
 }
 
+/// Sends an event to the shells of the plugins whose UI subscribes to `ty` and that are shown.
+fn to_shells(
+    shell: &broadcast::Sender<Arc<ShellEvent>>,
+    registry: &Registry,
+    table: &Table,
+    ty: &str,
+    tenant: Option<String>,
+    envelope: &str,
+) {
+    if shell.receiver_count() == 0 {
+        return;
+    }
+    let index = registry.index();
+    for plugin in table.shells_for(ty) {
+        if index.get(&plugin).and_then(|r| r.exposed()).is_none() {
+            continue;
+        }
+        let frame = format!(
+            "event: plugin-event\ndata: {{\"plugin\":{},\"event\":{}}}\n\n",
+            serde_json::Value::String(plugin.clone()),
+            envelope
+        );
+        let _ = shell.send(Arc::new(ShellEvent {
+            plugin,
+            tenant: tenant.clone(),
+            frame: frame.into(),
+        }));
+    }
+}
+
+fn age_seconds(now: i64, oldest: Option<i64>) -> f64 {
+    oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0)
+}
+
 impl Events {
-    /// Opens the outbox. The subscription table fills once the registry loads (as its observer).
-    pub fn open(settings: Settings, metrics: EventsMetrics) -> Result<Arc<Events>, String> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let outbox = match &settings.db {
-            Some(path) => Outbox::open(path, tx)?,
-            None => Outbox::in_memory(tx)?,
+    /// Opens the outbox, or connects to NATS JetStream. The subscription table fills once the
+    /// registry loads (as its observer).
+    pub async fn open(settings: Settings, metrics: EventsMetrics) -> Result<Arc<Events>, String> {
+        let engine = match &settings.nats_url {
+            Some(url) => Engine::Jet(Arc::new(
+                jetstream::Jet::connect(url, settings.limits, settings.delivery_timeout).await?,
+            )),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let outbox = match &settings.db {
+                    Some(path) => Outbox::open(path, tx)?,
+                    None => Outbox::in_memory(tx)?,
+                };
+                Engine::Outbox {
+                    outbox,
+                    queues: Arc::default(),
+                    incoming: std::sync::Mutex::new(Some(rx)),
+                }
+            }
         };
-        metrics.durable.set(i64::from(outbox.is_durable()));
-        Ok(Arc::new(Events {
-            outbox,
+        let events = Events {
+            engine,
             table: Arc::default(),
-            queues: Arc::default(),
             wake: Arc::new(Notify::new()),
             shell: broadcast::channel(1024).0,
             metrics,
             limits: settings.limits,
             delivery_timeout: settings.delivery_timeout,
-            incoming: std::sync::Mutex::new(Some(rx)),
-        }))
+        };
+        events.metrics.durable.set(i64::from(events.is_durable()));
+        Ok(Arc::new(events))
     }
 
     /// Whether accepted events survive a crash.
     pub fn is_durable(&self) -> bool {
-        self.outbox.is_durable()
+        match &self.engine {
+            Engine::Outbox { outbox, .. } => outbox.is_durable(),
+            Engine::Jet(_) => true,
+        }
+    }
+
+    /// The engine's name, for logs and the admin view.
+    pub fn engine(&self) -> &'static str {
+        match &self.engine {
+            Engine::Outbox { outbox, .. } if outbox.is_durable() => "sqlite",
+            Engine::Outbox { .. } => "memory",
+            Engine::Jet(_) => "nats",
+        }
     }
 
     /// Loads what waited at the last stop and starts delivering; once.
@@ -153,10 +225,28 @@ impl Events {
         keys: Arc<Keys>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
-        let Some(incoming) = lock(&self.incoming).take() else {
+        let (outbox, queues, incoming) = match &self.engine {
+            Engine::Jet(jet) => {
+                return Ok(jet.start(jetstream::Wiring {
+                    registry,
+                    table: self.table.clone(),
+                    keys,
+                    shell: self.shell.clone(),
+                    metrics: self.metrics.clone(),
+                    shutdown,
+                    wake: self.wake.clone(),
+                }));
+            }
+            Engine::Outbox {
+                outbox,
+                queues,
+                incoming,
+            } => (outbox, queues, incoming),
+        };
+        let Some(incoming) = lock(incoming).take() else {
             return Ok(Vec::new());
         };
-        let waiting = self.outbox.pending().await?;
+        let waiting = outbox.pending().await?;
         if !waiting.is_empty() {
             tracing::info!(
                 deliveries = waiting.len(),
@@ -166,8 +256,8 @@ impl Events {
         let dispatcher = Dispatcher {
             registry,
             table: self.table.clone(),
-            outbox: self.outbox.clone(),
-            queues: self.queues.clone(),
+            outbox: outbox.clone(),
+            queues: queues.clone(),
             keys,
             http: crate::probe::client(self.delivery_timeout),
             limits: self.limits,
@@ -175,10 +265,10 @@ impl Events {
             wake: self.wake.clone(),
         };
         for p in waiting {
-            dispatch::enqueue(&self.queues, &self.table, p);
+            dispatch::enqueue(queues, &self.table, p);
         }
         let run = tokio::spawn(dispatcher.run(incoming, shutdown.clone()));
-        let outbox = self.outbox.clone();
+        let outbox = outbox.clone();
         let mut stop = shutdown;
         let gc = tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -200,38 +290,36 @@ impl Events {
         event: envelope::Event,
         registry: &Registry,
     ) -> Result<Published, String> {
-        let (backend, shells) = {
-            let t = read(&self.table);
-            (t.backend_for(&event.ty), t.shells_for(&event.ty))
-        };
         let source = event.source.clone();
-        let tenant = event.tenant.clone();
-        let envelope = event.envelope.clone();
-        let published = self.outbox.publish(event, backend).await?;
-        if published.duplicate {
-            return Ok(published);
-        }
-        self.metrics
-            .published
-            .get_or_create(&PluginLabel { plugin: source })
-            .inc();
-        if !shells.is_empty() && self.shell.receiver_count() > 0 {
-            let index = registry.index();
-            for plugin in shells {
-                if index.get(&plugin).and_then(|r| r.exposed()).is_none() {
-                    continue;
-                }
-                let frame = format!(
-                    "event: plugin-event\ndata: {{\"plugin\":{},\"event\":{}}}\n\n",
-                    serde_json::Value::String(plugin.clone()),
-                    envelope
+        let published = match &self.engine {
+            // Every replica's shells hear it from NATS.
+            Engine::Jet(jet) => jet.publish(&event).await?,
+            Engine::Outbox { outbox, .. } => {
+                let backend = read(&self.table).backend_for(&event.ty);
+                let (ty, tenant, envelope) = (
+                    event.ty.clone(),
+                    event.tenant.clone(),
+                    event.envelope.clone(),
                 );
-                let _ = self.shell.send(Arc::new(ShellEvent {
-                    plugin,
-                    tenant: tenant.clone(),
-                    frame: frame.into(),
-                }));
+                let published = outbox.publish(event, backend).await?;
+                if !published.duplicate {
+                    to_shells(
+                        &self.shell,
+                        registry,
+                        &read(&self.table),
+                        &ty,
+                        tenant,
+                        &envelope,
+                    );
+                }
+                published
             }
+        };
+        if !published.duplicate {
+            self.metrics
+                .published
+                .get_or_create(&PluginLabel { plugin: source })
+                .inc();
         }
         Ok(published)
     }
@@ -243,19 +331,46 @@ impl Events {
 
     /// The dead-letter list.
     pub async fn dead_letters(&self, q: DeadQuery) -> Result<Vec<DeadLetter>, String> {
-        self.outbox.dead_letters(q).await
+        match &self.engine {
+            Engine::Outbox { outbox, .. } => outbox.dead_letters(q).await,
+            Engine::Jet(jet) => jet.dead_letters(&q).await,
+        }
     }
 
     /// Sends a dead letter again (from its first attempt); false when there is none.
     pub async fn redrive(&self, id: i64) -> Result<bool, String> {
-        let found = self.outbox.redrive(id, now_ms()).await?.is_some();
+        let found = match &self.engine {
+            Engine::Outbox { outbox, .. } => outbox.redrive(id, now_ms()).await?.is_some(),
+            Engine::Jet(jet) => jet.redrive(id).await?,
+        };
         self.wake.notify_one();
         Ok(found)
     }
 
     /// Deletes a dead letter; false when there is none.
     pub async fn discard(&self, id: i64) -> Result<bool, String> {
-        self.outbox.discard(id).await
+        match &self.engine {
+            Engine::Outbox { outbox, .. } => outbox.discard(id).await,
+            Engine::Jet(jet) => jet.discard(id).await,
+        }
+    }
+
+    /// Undelivered events, in flight, and the oldest's acceptance time, by subscription.
+    fn backlogs(&self) -> BTreeMap<SubKey, (u64, u32, Option<i64>)> {
+        match &self.engine {
+            Engine::Outbox { queues, .. } => lock(queues)
+                .iter()
+                .map(|(k, q)| {
+                    let (n, oldest) = q.backlog();
+                    (k.clone(), (n, q.in_flight(), oldest))
+                })
+                .collect(),
+            Engine::Jet(jet) => jet
+                .backlog()
+                .into_iter()
+                .map(|(k, b)| (k, (b.pending, b.in_flight, b.oldest_ms)))
+                .collect(),
+        }
     }
 
     /// Every subscription with its backlog.
@@ -263,18 +378,24 @@ impl Events {
         &self,
         registry: &Registry,
     ) -> Result<Vec<SubscriptionView>, String> {
-        let dead: BTreeMap<SubKey, u64> = self.outbox.dead_counts().await?.into_iter().collect();
+        let dead: BTreeMap<SubKey, u64> = match &self.engine {
+            Engine::Outbox { outbox, .. } => outbox.dead_counts().await?,
+            Engine::Jet(jet) => jet.dead_counts().await?,
+        }
+        .into_iter()
+        .collect();
         let index = registry.index();
         let now = now_ms();
         let table = read(&self.table).clone();
-        let queues = lock(&self.queues);
+        if let Engine::Jet(jet) = &self.engine {
+            let keys: Vec<SubKey> = table.backend().map(|s| s.key.clone()).collect();
+            jet.refresh(&keys).await;
+        }
+        let backlogs = self.backlogs();
         let mut out = Vec::new();
         let receiving = |p: &str| index.get(p).and_then(|r| r.exposed()).is_some();
         for s in table.backend() {
-            let (pending, oldest, in_flight) = queues.get(&s.key).map_or((0, None, 0), |q| {
-                let (n, o) = q.backlog();
-                (n, o, q.in_flight())
-            });
+            let (pending, in_flight, oldest) = backlogs.get(&s.key).copied().unwrap_or_default();
             out.push(SubscriptionView {
                 plugin: s.key.plugin.clone(),
                 pattern: s.key.pattern.clone(),
@@ -286,7 +407,7 @@ impl Events {
                 pending,
                 in_flight,
                 dead_letters: dead.get(&s.key).copied().unwrap_or(0),
-                lag_seconds: oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
+                lag_seconds: age_seconds(now, oldest),
             });
         }
         for (plugin, pattern) in table.shell() {
@@ -311,9 +432,8 @@ impl Events {
     pub fn export(&self) {
         let now = now_ms();
         let mut by_plugin: BTreeMap<String, (i64, Option<i64>)> = BTreeMap::new();
-        for (key, q) in lock(&self.queues).iter() {
-            let (n, oldest) = q.backlog();
-            let e = by_plugin.entry(key.plugin.clone()).or_insert((0, None));
+        for (key, (n, _, oldest)) in self.backlogs() {
+            let e = by_plugin.entry(key.plugin).or_insert((0, None));
             e.0 += i64::try_from(n).unwrap_or(i64::MAX);
             e.1 = match (e.1, oldest) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -329,7 +449,7 @@ impl Events {
             self.metrics
                 .lag_seconds
                 .get_or_create(&label)
-                .set(oldest.map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0));
+                .set(age_seconds(now, oldest));
         }
     }
 }

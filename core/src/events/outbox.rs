@@ -95,6 +95,20 @@ pub struct DeadLetter {
     pub event: Box<serde_json::value::RawValue>,
 }
 
+impl DeadLetter {
+    /// The event's type.
+    pub fn event_type(&self) -> Option<&str> {
+        #[derive(serde::Deserialize)]
+        struct Typed<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: &'a str,
+        }
+        serde_json::from_str::<Typed<'_>>(self.event.get())
+            .ok()
+            .map(|t| t.ty)
+    }
+}
+
 /// Filters of the dead-letter list.
 #[derive(Clone, Debug, Default)]
 pub struct DeadQuery {
