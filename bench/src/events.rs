@@ -231,3 +231,44 @@ pub async fn run(
         })
     );
 }
+
+/// Bare JetStream publishes of `size` bytes, `concurrency` at a time, each awaited until the
+/// server acknowledged it: the engine's own rate, for the events figures on NATS.
+pub async fn nats_baseline(url: &str, count: usize, size: usize, concurrency: usize) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let _ = js.delete_stream("BENCH_BASELINE").await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "BENCH_BASELINE".into(),
+        subjects: vec!["bench.baseline.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (js, payload) = (js.clone(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = match js.publish(format!("bench.baseline.{i}"), payload).await {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            drop(permit);
+            ok
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        failed += usize::from(!t.await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = js.delete_stream("BENCH_BASELINE").await;
+    println!(
+        "{}",
+        json!({"publishes": count, "failed": failed, "seconds": secs, "per_second": count as f64 / secs, "bytes": size})
+    );
+}

@@ -9,7 +9,8 @@
 //! - `gating`: flips one plugin's readiness red T times and measures until the core's event
 //!   stream drops it.
 //! - `events`: publish throughput (durable acceptance) and publish-to-delivery latency at a
-//!   fixed rate, against a running core (`events.rs`).
+//!   fixed rate, against a running core (`events.rs`); `nats-baseline`: bare JetStream
+//!   publishes of the same size, the NATS engine's baseline.
 //! - `sse`: opens N event streams to a core, reads the core's RSS with all of them open, then
 //!   disables one plugin and measures until every stream has the list without it (fan-out).
 
@@ -109,6 +110,17 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Bare JetStream publishes (the NATS engine's baseline).
+    NatsBaseline {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// What a call token costs the proxy per request: handed out from the cache, or minted.
     CallTokens {
         #[arg(long, default_value_t = 20000)]
@@ -169,6 +181,12 @@ async fn main() {
             rate,
             seconds,
         } => events::run(&core, &data_dir, count, size, concurrency, rate, seconds).await,
+        Cmd::NatsBaseline {
+            url,
+            count,
+            size,
+            concurrency,
+        } => events::nats_baseline(&url, count, size, concurrency).await,
         Cmd::CallTokens { iterations } => call_tokens(iterations),
     }
 }
