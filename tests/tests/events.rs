@@ -443,6 +443,95 @@ async fn a_subscriber_that_was_down_receives_everything_in_order_once_it_is_back
     assert!(took < Duration::from_secs(10), "{took:?}");
     let s = get_admin(&core, &admin, "/api/events/subscriptions").await["items"][0].clone();
     assert_eq!(s["pending"], 0, "{s}");
+
+    // Disabled by an admin: its events wait (no attempt, no dead letter) until it is enabled.
+    let attempts = b.recorded("attempt").len();
+    let (s, body) = post_admin(
+        &core,
+        &admin,
+        "/api/plugins/ledger/disable",
+        json!({"reason": "maintenance"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    a.publish(json!({"type": "billing.invoice.created", "count": 3}))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        b.recorded("attempt").len(),
+        attempts,
+        "nothing sent to a disabled plugin"
+    );
+    let s = get_admin(&core, &admin, "/api/events/subscriptions").await["items"][0].clone();
+    assert_eq!(
+        (s["pending"].as_u64(), s["receiving"].as_bool()),
+        (Some(3), Some(false)),
+        "{s}"
+    );
+    assert_eq!(
+        get_admin(&core, &admin, "/api/events/dead-letters").await["items"],
+        json!([])
+    );
+    let (s, body) = post_admin(&core, &admin, "/api/plugins/ledger/enable", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    within(
+        Duration::from_secs(10),
+        "the 3 delivered once enabled",
+        || async { b.handled_ns().len() == 23 },
+    )
+    .await;
+    assert_eq!(&b.handled_ns()[20..], [0, 1, 2]);
+}
+
+/// A new version that no longer subscribes: what waited for the old subscription is not sent to
+/// a path the plugin may not serve any more; on SQLite it becomes dead letters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_a_new_version_drops_ends_and_its_waiting_events_are_dead_lettered() {
+    let core = Core::start(&fast_config(""));
+    let admin = core.admin_token();
+    let (a, mut b) = pair(&core, &admin).await;
+    let (s, body) = post_admin(
+        &core,
+        &admin,
+        "/api/plugins/ledger/disable",
+        json!({"reason": "upgrade"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    a.publish(json!({"type": "billing.invoice.created", "count": 2}))
+        .await;
+    // Version 2 of ledger subscribes to nothing.
+    b.kill();
+    b.env.retain(|(k, _)| k != "SUBSCRIBE");
+    b.env.push(("PLUGIN_VERSION".into(), "2.0.0".into()));
+    // On a port of its own: nothing the core still sends to version 1 can reach version 2.
+    b.port = free_port();
+    b.spawn();
+    post_admin(&core, &admin, "/api/plugins/ledger/enable", json!({})).await;
+    within(Duration::from_secs(20), "ledger 2.0.0 Ready", || async {
+        let v = get_admin(&core, &admin, "/api/plugins/ledger").await;
+        v["state"] == "Ready" && v["version"] == "2.0.0"
+    })
+    .await;
+    within(Duration::from_secs(10), "dead-lettered", || async {
+        get_admin(&core, &admin, "/api/events/dead-letters?plugin=ledger").await["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2)
+    })
+    .await;
+    let dead = get_admin(&core, &admin, "/api/events/dead-letters?plugin=ledger").await;
+    assert!(
+        dead["items"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer subscribes"),
+        "{dead}"
+    );
+    assert!(b.recorded("attempt").is_empty());
+    assert_eq!(
+        get_admin(&core, &admin, "/api/events/subscriptions").await["items"],
+        json!([])
+    );
 }
 
 async fn accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each_once(

@@ -5,7 +5,8 @@
 //!
 //! Environment, besides every SDK plugin's (`PORT`, `CORE_BASE_URL`, `REG_TOKEN`):
 //! - `PLUGIN_NAME` (default `events-test`);
-//! - `CAPABILITIES`: comma-separated (default `ui:panel,events:publish`);
+//! - `CAPABILITIES`: comma-separated (default `ui:panel,events:publish`); `PLUGIN_VERSION`
+//!   (default `1.0.0`);
 //! - `SUBSCRIBE`: comma-separated type patterns delivered to the backend at `/events`;
 //! - `SUBSCRIBE_UNORDERED`: `N` to let `N` deliveries run at once (`ordered: false`);
 //! - `SHELL_SUBSCRIBE`: comma-separated patterns delivered to the panel;
@@ -196,6 +197,7 @@ fn manifest(name: &str) -> String {
     for p in list("SHELL_SUBSCRIBE") {
         subs.push_str(&format!("    - type: \"{p}\"\n      shell: true\n"));
     }
+    let version = std::env::var("PLUGIN_VERSION").unwrap_or_else(|_| "1.0.0".into());
     let caps = match list("CAPABILITIES") {
         c if c.is_empty() => "ui:panel, events:publish".to_string(),
         c => c.join(", "),
@@ -207,7 +209,7 @@ fn manifest(name: &str) -> String {
     };
     format!(
         r#"name: {name}
-version: "1.0.0"
+version: "{version}"
 compat:
   core: "^2.1"
   backend_sdk: "^1.2"

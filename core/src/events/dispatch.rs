@@ -182,7 +182,20 @@ impl Dispatcher {
         let mut now_exposed = HashSet::new();
         for (key, q) in queues.iter_mut() {
             let Some(record) = index.get(&key.plugin) else {
-                gone.push(key.clone());
+                gone.push((
+                    key.clone(),
+                    format!("plugin \"{}\" was deleted", key.plugin),
+                ));
+                continue;
+            };
+            let Some(sub) = table.get(key) else {
+                gone.push((
+                    key.clone(),
+                    format!(
+                        "plugin \"{}\" no longer subscribes to \"{}\" at {}",
+                        key.plugin, key.pattern, key.path
+                    ),
+                ));
                 continue;
             };
             // Not Ready, or disabled: wait, without counting attempts.
@@ -191,7 +204,7 @@ impl Dispatcher {
             };
             now_exposed.insert(key.plugin.clone());
             let back = !exposed.contains(&key.plugin);
-            let (ordered, window) = table.get(key).map_or((true, 1), |s| (s.ordered, s.window));
+            let (ordered, window) = (sub.ordered, sub.window);
             let base_path = deployment.manifest.fields::<BasePath>().base_path();
             let url = url(&deployment.backend_url, &base_path, &key.path);
             let limit = if ordered { u32::MAX } else { window };
@@ -226,14 +239,16 @@ impl Dispatcher {
                 self.spawn(calls, done, key.clone(), url.clone(), p);
             }
         }
-        // A deleted plugin's subscriptions end; what waited for them goes to the dead letters.
-        for key in gone {
+        // A subscription ends with its plugin, or when its manifest drops it; what waited for it
+        // goes to the dead letters (an admin sees it, and can redrive it should it come back).
+        for (key, reason) in gone {
             if let Some(q) = queues.remove(&key) {
+                tracing::warn!(plugin = %key.plugin, subscription = %key.pattern, %reason, "undelivered events dead-lettered");
                 for item in q.lanes.into_values().flatten() {
                     self.outbox.settle(Settle::Dead {
                         id: item.p.id,
                         attempts: item.p.attempts,
-                        reason: format!("plugin \"{}\" was deleted", key.plugin),
+                        reason: reason.clone(),
                         at_ms: now,
                     });
                 }

@@ -125,14 +125,15 @@ pub fn accept(
     if let Some(t) = &p.tenant {
         env.insert("tenant".into(), json!(t));
     }
-    // `data` goes in as written (it was parsed once to check it is JSON).
+    // `data` goes in as written (it was parsed once to check it is JSON), without the
+    // whitespace between its tokens: the envelope is one line, as an SSE `data:` field needs.
     env.insert("data".into(), Value::Null);
     let mut envelope = serde_json::to_string(&env).map_err(|e| Refused::Invalid(e.to_string()))?;
     let tail = "\"data\":null}";
     if envelope.ends_with(tail) {
         envelope.truncate(envelope.len() - tail.len());
         envelope.push_str("\"data\":");
-        envelope.push_str(data.get());
+        compact_into(data.get(), &mut envelope);
         envelope.push('}');
     }
     Ok(Event {
@@ -143,6 +144,29 @@ pub fn accept(
         accepted_ms: now_ms,
         envelope,
     })
+}
+
+/// Appends JSON text `json` to `out` without the whitespace outside its strings (inside a
+/// string a newline is always escaped, so the result is one line).
+fn compact_into(json: &str, out: &mut String) {
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +205,22 @@ mod tests {
         assert_eq!(e.tenant.as_deref(), Some("acme"));
         let own = ok(r#"{"type":"billing.x","data":null,"id":"inv-7:created"}"#);
         assert_eq!(own.id, "inv-7:created");
+    }
+
+    #[test]
+    fn the_envelope_is_one_line_whatever_the_data_looks_like() {
+        let e = ok(
+            "{\"type\":\"billing.x\",\"data\":{\n  \"a b\": \"x\\n\\\"y\\\\\",\r\n\t\"n\": [1, 2.50]\n}}",
+        );
+        assert!(!e.envelope.contains(['\n', '\r']), "{}", e.envelope);
+        assert!(
+            e.envelope
+                .ends_with(r#""data":{"a b":"x\n\"y\\","n":[1,2.50]}}"#),
+            "{}",
+            e.envelope
+        );
+        let v: Value = serde_json::from_str(&e.envelope).unwrap_or_default();
+        assert_eq!(v["data"]["a b"], "x\n\"y\\");
     }
 
     #[test]

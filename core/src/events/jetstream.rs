@@ -79,6 +79,8 @@ pub struct Jet {
     limits: Limits,
     delivery_timeout: Duration,
     backlog: Mutex<BTreeMap<SubKey, Backlog>>,
+    /// Consumers known to exist.
+    created: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Jet {
@@ -122,8 +124,9 @@ impl Jet {
             name: EVENTS.into(),
             subjects: vec!["tessera.events.>".into(), "tessera.redrive.>".into()],
             storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: limits.max_age + Duration::from_secs(3600),
+            // An event stays until every subscription it matches has it (or gave it up): one
+            // waiting for a plugin that is away is never aged out.
+            retention: stream::RetentionPolicy::Interest,
             duplicate_window: Duration::from_secs(24 * 3600).min(limits.max_age),
             allow_direct: true,
             ..Default::default()
@@ -147,6 +150,7 @@ impl Jet {
             limits,
             delivery_timeout,
             backlog: Mutex::default(),
+            created: Mutex::default(),
         })
     }
 
@@ -155,8 +159,19 @@ impl Jet {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    /// Stores an event; answers once JetStream acknowledged it.
-    pub async fn publish(&self, event: &Event) -> Result<Published, String> {
+    /// Stores an event; answers once JetStream acknowledged it. The consumers of the
+    /// subscriptions it matches are made sure of first: the stream keeps an event only for
+    /// consumers that exist when it arrives.
+    pub async fn publish(
+        &self,
+        event: &Event,
+        matching: &[(SubKey, u32, Option<String>)],
+    ) -> Result<Published, String> {
+        for (key, window, since) in matching {
+            if !lock(&self.created).contains(&consumer_name(key)) {
+                self.consumer(key, *window, since.clone()).await?;
+            }
+        }
         let msg = PublishMessage::build()
             .payload(event.envelope.clone().into())
             .message_id(format!("{}:{}", event.source, event.id));
@@ -206,13 +221,25 @@ impl Jet {
                         .deliver_loop(w.clone(), calls.clone(), key.clone(), *window);
                 loops.insert(key.clone(), tokio::spawn(task));
             }
+            let mut ended = Vec::new();
             loops.retain(|key, h| {
                 let keep = subs.iter().any(|(k, _)| k == key);
                 if !keep {
                     h.abort();
+                    ended.push(key.clone());
                 }
                 keep
             });
+            // A subscription that ended (its plugin deleted, or its manifest dropped it) takes
+            // its consumer, and what waited in it, along.
+            for key in ended {
+                lock(&self.created).remove(&consumer_name(&key));
+                if let Ok(stream) = self.js.get_stream(EVENTS).await
+                    && stream.delete_consumer(&consumer_name(&key)).await.is_ok()
+                {
+                    tracing::warn!(plugin = %key.plugin, subscription = %key.pattern, "subscription ended; its consumer and undelivered events are gone");
+                }
+            }
             let changed = subs.len() != lock(&self.backlog).len();
             if changed || refreshed.elapsed() >= Duration::from_secs(2) {
                 self.refresh_backlog(&subs).await;
@@ -306,10 +333,12 @@ impl Jet {
             deliver_policy,
             ..Default::default()
         };
-        stream
+        let consumer = stream
             .get_or_create_consumer(&name, config)
             .await
-            .map_err(err)
+            .map_err(err)?;
+        lock(&self.created).insert(name);
+        Ok(consumer)
     }
 
     /// How long JetStream waits for word from the replica holding a message before handing it
@@ -342,6 +371,7 @@ impl Jet {
                 }
             }
         };
+        let mut running = tokio::task::JoinSet::new();
         loop {
             if *w.shutdown.borrow() {
                 return;
@@ -351,9 +381,14 @@ impl Jet {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
+            // Each message is handled on its own; up to `window` at once.
+            while running.len() >= window.max(1) as usize {
+                running.join_next().await;
+            }
+            let room = window.max(1) as usize - running.len();
             let batch = consumer
                 .fetch()
-                .max_messages(window.max(1) as usize)
+                .max_messages(room)
                 .expires(Duration::from_secs(1))
                 .messages()
                 .await;
@@ -365,16 +400,23 @@ impl Jet {
                     continue;
                 }
             };
-            let mut work = Vec::new();
             while let Some(m) = batch.next().await {
                 match m {
-                    Ok(m) => work.push(self.handle(&w, &http, &calls, &key, m)),
+                    Ok(m) => {
+                        let (me, w, http, calls, key) = (
+                            self.clone(),
+                            w.clone(),
+                            http.clone(),
+                            calls.clone(),
+                            key.clone(),
+                        );
+                        running.spawn(async move { me.handle(&w, &http, &calls, &key, m).await });
+                    }
                     Err(e) => {
                         tracing::warn!(plugin = %key.plugin, error = %e, "pulling events failed")
                     }
                 }
             }
-            futures_util::future::join_all(work).await;
         }
     }
 

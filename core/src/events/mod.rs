@@ -293,7 +293,20 @@ impl Events {
         let source = event.source.clone();
         let published = match &self.engine {
             // Every replica's shells hear it from NATS.
-            Engine::Jet(jet) => jet.publish(&event).await?,
+            Engine::Jet(jet) => {
+                let index = registry.index();
+                let matching: Vec<(SubKey, u32, Option<String>)> = read(&self.table)
+                    .backend()
+                    .filter(|s| tessera_sdk::events::matches(&s.key.pattern, &event.ty))
+                    .map(|s| {
+                        let since = index
+                            .get(&s.key.plugin)
+                            .map(|r| r.current.registered_at.clone());
+                        (s.key.clone(), s.window, since)
+                    })
+                    .collect();
+                jet.publish(&event, &matching).await?
+            }
             Engine::Outbox { outbox, .. } => {
                 let backend = read(&self.table).backend_for(&event.ty);
                 let (ty, tenant, envelope) = (

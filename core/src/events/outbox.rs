@@ -294,7 +294,10 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let tx = match conn.transaction() {
+        // IMMEDIATE: the write lock up front, so a batch that reads first cannot fail later on
+        // a snapshot another connection (the plugin store) moved past.
+        let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
             Ok(tx) => tx,
             Err(e) => {
                 fail_all(batch, &e.to_string());
@@ -305,7 +308,19 @@ fn writer(
         for op in batch {
             match op {
                 Op::Publish(event, subs, reply) => {
-                    let r = insert(&tx, &event, &subs);
+                    // One savepoint a publish: a failed one leaves nothing of itself behind.
+                    let r = match tx.savepoint() {
+                        Ok(mut sp) => {
+                            let r = insert(&sp, &event, &subs);
+                            let done = if r.is_ok() {
+                                sp.commit()
+                            } else {
+                                sp.rollback()
+                            };
+                            r.and_then(|r| done.map(|()| r).map_err(err))
+                        }
+                        Err(e) => Err(err(e)),
+                    };
                     let (r, pending) = match r {
                         Ok((p, pending)) => (Ok(p), pending),
                         Err(e) => (Err(e), Vec::new()),
@@ -396,7 +411,7 @@ fn fail_all(batch: Vec<Op>, why: &str) {
 }
 
 fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     e: &Event,
     subs: &[SubKey],
 ) -> Result<(Published, Vec<Pending>), String> {

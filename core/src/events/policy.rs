@@ -98,7 +98,7 @@ pub fn next(outcome: &Attempt, attempts: u32, age: Duration, limits: Limits, uni
             limits.max_attempts
         )),
         o => {
-            let delay = jitter(backoff(attempts), unit);
+            let delay = jitter(backoff(attempts), unit).min(MAX_RETRY);
             if age + delay > limits.max_age {
                 Next::DeadLetter(format!(
                     "{} and the event is older than {} s",
@@ -161,6 +161,9 @@ mod tests {
         assert_eq!(backoff(u32::MAX), MAX_RETRY);
         assert_eq!(jitter(Duration::from_secs(10), 0.0), Duration::from_secs(8));
         assert!(jitter(Duration::from_secs(10), 0.999) < Duration::from_secs(12));
+        // Never past five minutes, jitter included.
+        let late = next(&Attempt::Status(503), 9, Duration::from_secs(1), L, 0.999);
+        assert_eq!(late, Next::Retry(MAX_RETRY));
         assert_eq!(
             jitter(Duration::from_secs(10), 7.0),
             Duration::from_secs(12)

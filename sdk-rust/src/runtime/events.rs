@@ -214,6 +214,20 @@ impl Default for Dedup {
     }
 }
 
+/// An id being handled; finished on drop.
+struct Running<'a> {
+    dedup: &'a Dedup,
+    source: String,
+    id: String,
+    handled: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.dedup.finish(&self.source, &self.id, self.handled);
+    }
+}
+
 fn answer(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
@@ -283,9 +297,17 @@ where
                 }
                 Seen::New => {}
             }
-            let (source, id) = (event.source.clone(), event.id.clone());
+            // Ends "running" however the handler ends: answered, failed, or dropped when the
+            // core gave up waiting (a dropped handler's id is tried again on redelivery).
+            let mut guard = Running {
+                dedup: &dedup,
+                source: event.source.clone(),
+                id: event.id.clone(),
+                handled: false,
+            };
             let result = handler(caller, event).await;
-            dedup.finish(&source, &id, result.is_ok());
+            guard.handled = result.is_ok();
+            drop(guard);
             match result {
                 Ok(()) => StatusCode::OK.into_response(),
                 Err(EventError::Retry(why)) => {
@@ -317,6 +339,19 @@ mod tests {
         d.finish("/plugins/a", "1", true);
         assert_eq!(d.begin("/plugins/a", "1"), Seen::Done);
         assert_eq!(d.begin("/plugins/b", "1"), Seen::New, "ids are per source");
+    }
+
+    #[test]
+    fn a_dropped_handler_leaves_the_id_free() {
+        let d = Dedup::new(Duration::from_secs(60), 10);
+        assert_eq!(d.begin("s", "1"), Seen::New);
+        drop(Running {
+            dedup: &d,
+            source: "s".into(),
+            id: "1".into(),
+            handled: false,
+        });
+        assert_eq!(d.begin("s", "1"), Seen::New, "not stuck as running");
     }
 
     #[test]
