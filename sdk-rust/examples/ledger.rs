@@ -1,6 +1,14 @@
 //! `ledger`: a plugin backend that receives `billing.invoice.*` events and publishes its own
 //! `ledger.entry.recorded` for each. The example docs/events.md walks through; it builds with
-//! the workspace, so the code there compiles.
+//! the workspace, so the code there compiles. Run it beside a core (the SDK serves the UI from
+//! `UI_REMOTE_PATH` and stays unready without a `remoteEntry.js` there):
+//!
+//! ```sh
+//! mkdir -p /tmp/ledger-ui && echo 'var plugin_ledger = {};' > /tmp/ledger-ui/remoteEntry.js
+//! CORE_BASE_URL=http://127.0.0.1:8080 PORT=7101 UI_REMOTE_PATH=/tmp/ledger-ui \
+//!   REG_TOKEN=$(tessera token issue --plugin ledger --capabilities events:subscribe,events:publish) \
+//!   target/debug/examples/ledger
+//! ```
 //!
 //! ```yaml
 //! # plugin.yaml (excerpt)

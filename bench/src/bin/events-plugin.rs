@@ -14,7 +14,7 @@
 //!   restarts of this process, so tests can count deliveries across them).
 //!
 //! Public routes (no call token; a test's controls): `POST /api/public/publish`
-//! `{type, count, tenant?, id?}`; `POST /api/public/answer` `{statuses: [500, 500]}` (the next
+//! `{type, count, tenant?, id?, data?}`; `POST /api/public/answer` `{statuses: [500, 500]}` (the next
 //! deliveries' answers); `GET /api/public/received`.
 
 use std::collections::VecDeque;
@@ -123,6 +123,8 @@ struct PublishReq {
     count: u32,
     tenant: Option<String>,
     id: Option<String>,
+    /// The data to publish (default `{"n": i}`).
+    data: Option<Value>,
 }
 
 fn one() -> u32 {
@@ -140,7 +142,8 @@ async fn publish(State(s): State<Arc<Shared>>, axum::Json(r): axum::Json<Publish
             id: r.id.clone(),
             subject: None,
         };
-        match core.publish_event_with(&r.ty, json!({"n": n}), opts).await {
+        let data = r.data.clone().unwrap_or_else(|| json!({ "n": n }));
+        match core.publish_event_with(&r.ty, data, opts).await {
             Ok(p) => ids.push(json!({"id": p.id, "duplicate": p.duplicate})),
             Err(e) => {
                 let status = match &e {
