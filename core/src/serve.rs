@@ -59,8 +59,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         crate::events::Settings {
             db: opened.events_db.clone(),
             nats_url: config.events.nats.as_ref().map(|n| n.url.clone()),
-            limits: config.events.limits(),
-            delivery_timeout: config.events.delivery_timeout(),
+            limits: crate::events::policy::Limits {
+                max_attempts: config.events.max_attempts,
+                max_age: std::time::Duration::from_secs_f64(config.events.max_age_hours * 3600.0),
+            },
+            http: crate::probe::client(config.events.delivery_timeout()),
         },
         metrics.events.clone(),
     )

@@ -754,3 +754,58 @@ async fn an_event_accepted_by_a_replica_killed_right_after_the_202_is_delivered_
     drop(b);
     k.cleanup().await;
 }
+
+/// A plugin publishing past `events.publishPerMinute` is told to wait (429 with Retry-After);
+/// another plugin is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_past_the_rate_limit_is_refused_with_retry_after() {
+    let core = Core::start(&fast_config("events:\n  publishPerMinute: 3\n"));
+    let core = &core;
+    let token = |name: &str| {
+        let reg = core.token(&[
+            "--plugin",
+            name,
+            "--capabilities",
+            "ui:panel,events:publish",
+        ]);
+        let mut m = tessera_tests::client::manifest(name, "1.0.0");
+        m["ui"]["contributions"]["routes"] = json!([]);
+        m["capabilities"] = json!(["ui:panel"]);
+        let body = json!({"manifest": m, "backendUrl": "http://127.0.0.1:9", "remoteUrl": "http://127.0.0.1:9/mf/remoteEntry.js"});
+        async move {
+            let (s, v) = register_raw(core, &reg, &body).await;
+            assert_eq!(s, StatusCode::CREATED, "{v}");
+            v["pluginToken"].as_str().unwrap().to_string()
+        }
+    };
+    let (shop, other) = (token("shop").await, token("other").await);
+    let publish = |token: &str, ty: &str| {
+        let req = http()
+            .post(format!("{}/api/plugin/v1/events", core.url))
+            .bearer_auth(token)
+            .json(&json!({"type": ty, "data": 1}));
+        async move { req.send().await.unwrap() }
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            publish(&shop, "shop.order.created").await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    let refused = publish(&shop, "shop.order.created").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"]["code"],
+        "rate_limited"
+    );
+    assert_eq!(
+        publish(&other, "other.thing.done").await.status(),
+        StatusCode::ACCEPTED
+    );
+}

@@ -514,6 +514,42 @@ async fn sessions_name_the_user_and_admin_groups_open_the_admin_api_from_this_or
     );
 }
 
+/// The shell's event stream carries the user's tenant's events: it ends when the session
+/// that opened it ends, however long it was open.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_event_stream_ends_with_its_session() {
+    let core = core_with_sign_in();
+    let short = session(&core, "alice", &["devs"], 2);
+    let res = http()
+        .get(format!("{}/api/shell/events", core.url))
+        .header("cookie", format!("tessera_session={short}"))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let started = std::time::Instant::now();
+    let body = res.text().await.expect("the stream ends by itself");
+    let took = started.elapsed();
+    assert!(body.contains("event: remotes"), "{body}");
+    assert!(
+        took < std::time::Duration::from_secs(6),
+        "ended after {took:?}"
+    );
+    // And a new one is refused: the session is over.
+    let (s, v) = as_user(
+        &core,
+        reqwest::Method::GET,
+        "/api/shell/events",
+        &short,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&v), "not_signed_in");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_sign_in_the_shell_is_anonymous() {
     let core = Core::start(&fast_config(""));

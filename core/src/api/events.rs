@@ -31,6 +31,11 @@ async fn publish(
     body: Body,
 ) -> Result<Response, ApiError> {
     caller.require(Capability::EventsPublish)?;
+    state.limiter.check(
+        &format!("publish:{}", caller.plugin),
+        state.config.events.publish_per_minute,
+        "events published by this plugin",
+    )?;
     let bytes = read_body(&headers, body).await?;
     let event = envelope::accept(
         &bytes,

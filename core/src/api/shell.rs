@@ -74,10 +74,19 @@ pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 pub(super) async fn shell_events(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let user = match super::auth::user(&state, &headers) {
+    let (user, until) = match state.users.user_until(&super::auth::cookies(&headers)) {
         Ok(u) => u,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            return crate::error::ApiError::new(crate::error::Code::NotSignedIn, e.to_string())
+                .into_response();
+        }
     };
+    // The stream ends with the session (it carries the tenant's events); the shell's reconnect
+    // then finds the session over and sends the user to sign in.
+    let ends = until.map(|exp| {
+        let left = exp.saturating_sub(crate::auth::now());
+        tokio::time::Instant::now() + Duration::from_secs(left)
+    });
     let mut rx = state.shell.subscribe();
     // Events for the plugins' UIs (`shell: true` subscriptions): this user's tenant, or none.
     let mut feed = state.events.shell_feed();
@@ -109,6 +118,12 @@ pub(super) async fn shell_events(State(state): State<AppState>, headers: HeaderM
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
                 _ = heartbeat.tick() => bytes::Bytes::from_static(b":heartbeat\n\n"),
+                () = async {
+                    match ends {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => return,
                 _ = shutdown.changed() => return,
             };
             if tx.send(Ok(next)).await.is_err() {

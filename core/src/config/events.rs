@@ -14,6 +14,9 @@ pub struct EventsConfig {
     pub max_attempts: u32,
     /// Hours after its acceptance past which a failed delivery is not retried.
     pub max_age_hours: f64,
+    /// Events one plugin may publish a minute (a burst of as many; 429 `rate_limited` past
+    /// it): what one plugin can make the core hold for a subscriber that is away.
+    pub publish_per_minute: u32,
     /// NATS JetStream, shared by every replica, instead of the SQLite outbox.
     pub nats: Option<NatsConfig>,
 }
@@ -32,6 +35,7 @@ impl Default for EventsConfig {
             delivery_timeout_seconds: 30.0,
             max_attempts: 10,
             max_age_hours: 24.0,
+            publish_per_minute: 60_000,
             nats: None,
         }
     }
@@ -67,6 +71,11 @@ impl EventsConfig {
                 )));
             }
         }
+        if self.publish_per_minute == 0 {
+            return Err(ConfigError::Invalid(
+                "events.publishPerMinute must be at least 1".into(),
+            ));
+        }
         let h = self.max_age_hours;
         if !(h.is_finite() && (0.01..=720.0).contains(&h)) {
             return Err(ConfigError::Invalid(
@@ -74,14 +83,6 @@ impl EventsConfig {
             ));
         }
         Ok(())
-    }
-
-    /// The retry limits.
-    pub fn limits(&self) -> crate::events::policy::Limits {
-        crate::events::policy::Limits {
-            max_attempts: self.max_attempts,
-            max_age: std::time::Duration::from_secs_f64(self.max_age_hours * 3600.0),
-        }
     }
 
     /// The delivery timeout.

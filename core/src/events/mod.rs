@@ -111,7 +111,7 @@ pub struct Events {
     shell: broadcast::Sender<Arc<ShellEvent>>,
     metrics: EventsMetrics,
     limits: policy::Limits,
-    delivery_timeout: Duration,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Events {
@@ -129,8 +129,9 @@ pub struct Settings {
     pub nats_url: Option<String>,
     /// Retry limits.
     pub limits: policy::Limits,
-    /// How long one delivery may take.
-    pub delivery_timeout: Duration,
+    /// The client deliveries go through (no redirects, guarded DNS: `probe::client` with the
+    /// delivery timeout).
+    pub http: reqwest::Client,
 }
 
 /// Sends an event to the shells of the plugins whose UI subscribes to `ty` and that are shown.
@@ -173,7 +174,7 @@ impl Events {
     pub async fn open(settings: Settings, metrics: EventsMetrics) -> Result<Arc<Events>, String> {
         let engine = match &settings.nats_url {
             Some(url) => Engine::Jet(Arc::new(
-                jetstream::Jet::connect(url, settings.limits, settings.delivery_timeout).await?,
+                jetstream::Jet::connect(url, settings.limits, settings.http.clone()).await?,
             )),
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -195,7 +196,7 @@ impl Events {
             shell: broadcast::channel(1024).0,
             metrics,
             limits: settings.limits,
-            delivery_timeout: settings.delivery_timeout,
+            http: settings.http,
         };
         events.metrics.durable.set(i64::from(events.is_durable()));
         Ok(Arc::new(events))
@@ -259,7 +260,7 @@ impl Events {
             outbox: outbox.clone(),
             queues: queues.clone(),
             keys,
-            http: crate::probe::client(self.delivery_timeout),
+            http: self.http.clone(),
             limits: self.limits,
             metrics: self.metrics.clone(),
             wake: self.wake.clone(),

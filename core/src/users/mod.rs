@@ -160,8 +160,14 @@ impl Users {
     /// The user a session cookie names (`cookies` is the request's `Cookie` header values);
     /// without sign-in, `anonymous`.
     pub fn user(&self, cookies: &[&str]) -> Result<User, SignInError> {
+        self.user_until(cookies).map(|(u, _)| u)
+    }
+
+    /// [`Users::user`], and when the session ends (seconds since the epoch; `None` without
+    /// sign-in): a live stream opened with it must not outlive it.
+    pub fn user_until(&self, cookies: &[&str]) -> Result<(User, Option<u64>), SignInError> {
         let Some(o) = &self.oidc else {
-            return Ok(User::anonymous());
+            return Ok((User::anonymous(), None));
         };
         let Some(value) = cookie_value(cookies, SESSION_COOKIE) else {
             return Err(SignInError::NotSignedIn("not signed in".into()));
@@ -173,13 +179,16 @@ impl Users {
             return Err(SignInError::NotSignedIn("the session has expired".into()));
         }
         let admin = s.groups.iter().any(|g| o.config.admin_groups.contains(g));
-        Ok(User {
-            sub: s.sub,
-            name: s.name,
-            tenant: s.tenant,
-            groups: s.groups,
-            admin,
-        })
+        Ok((
+            User {
+                sub: s.sub,
+                name: s.name,
+                tenant: s.tenant,
+                groups: s.groups,
+                admin,
+            },
+            Some(s.exp),
+        ))
     }
 
     /// Seals a session (for tests and tools that hold the key).

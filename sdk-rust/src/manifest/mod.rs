@@ -15,6 +15,7 @@
 
 pub mod route;
 mod source;
+mod subscriptions;
 mod suggest;
 mod validate;
 

@@ -27,7 +27,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
+    pub(super) fn new(path: impl Into<String>, message: impl Into<String>) -> Problem {
         Problem {
             path: path.into(),
             message: message.into(),
@@ -459,7 +459,7 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
         }
     }
 
-    subscription_problems(items(doc, "/events/subscribe"), problems);
+    super::subscriptions::problems(items(doc, "/events/subscribe"), problems);
 
     if let Some(config_schema) = doc.get("configSchema").filter(|v| v.is_object()) {
         problems.extend(config_schema_problems(config_schema, "/configSchema"));
@@ -492,62 +492,6 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
                 path,
                 format!("{what} but capability \"{cap}\" is not requested; add it to capabilities (and to the plugin's registration token) or the core refuses the calls that need it"),
             ));
-        }
-    }
-}
-
-/// The rules of `events.subscribe` a schema cannot say: a backend `path` or `shell: true`
-/// (exactly one), `ordered`/`maxInFlight` only for backend delivery, each pair once.
-fn subscription_problems(subs: &[Value], problems: &mut Vec<Problem>) {
-    let mut seen: HashMap<(&str, String), usize> = HashMap::new();
-    for (i, sub) in subs.iter().enumerate() {
-        let at = format!("/events/subscribe/{i}");
-        let Some(pattern) = sub.get("type").and_then(Value::as_str) else {
-            continue;
-        };
-        if let Some(why) = crate::events::pattern_problem(pattern) {
-            problems.retain(|p| p.path != format!("{at}/type"));
-            problems.push(Problem::new(format!("{at}/type"), why));
-        }
-        let path = sub.get("path").and_then(Value::as_str);
-        let shell = sub.get("shell").and_then(Value::as_bool).unwrap_or(false);
-        let target = match (path, shell) {
-            (Some(_), true) => {
-                problems.push(Problem::new(
-                    &at,
-                    "a subscription goes to the backend (path) or to the UI (shell: true), not both; declare two subscriptions",
-                ));
-                continue;
-            }
-            (None, false) => {
-                problems.push(Problem::new(
-                    &at,
-                    "a subscription needs a backend path (e.g. \"/events\") or shell: true",
-                ));
-                continue;
-            }
-            (Some(p), false) => p.to_string(),
-            (None, true) => "shell".to_string(),
-        };
-        let ordered = sub.get("ordered").and_then(Value::as_bool);
-        if shell && (ordered.is_some() || sub.get("maxInFlight").is_some()) {
-            problems.push(Problem::new(
-                &at,
-                "ordered and maxInFlight apply to backend delivery (path), not to shell: true",
-            ));
-        }
-        if sub.get("maxInFlight").is_some() && ordered != Some(false) {
-            problems.push(Problem::new(
-                format!("{at}/maxInFlight"),
-                "maxInFlight needs ordered: false (an ordered subscription delivers one event of a source at a time)",
-            ));
-        }
-        if let Some(first) = seen.insert((pattern, target.clone()), i) {
-            problems.push(Problem::new(
-                &at,
-                format!("subscription to \"{pattern}\" for {target} is already declared at /events/subscribe/{first}"),
-            ));
-            seen.insert((pattern, target), first);
         }
     }
 }
