@@ -13,6 +13,14 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// Formats milliseconds since the epoch (UTC) as RFC 3339 with milliseconds.
+pub fn rfc3339_ms(ms: i64) -> String {
+    rfc3339(
+        ms.div_euclid(1000),
+        u32::try_from(ms.rem_euclid(1000)).unwrap_or(0),
+    )
+}
+
 /// Formats seconds since the epoch (UTC) as RFC 3339 with milliseconds.
 pub fn rfc3339(secs: i64, millis: u32) -> String {
     let days = secs.div_euclid(86_400);

@@ -572,36 +572,47 @@ async fn accepted_events_survive_kill_9_and_a_deduplicating_subscriber_sees_each
     assert_eq!(s["pending"], 0, "{s}");
 }
 
+/// Registers `name` (a panel, `subscribe` as its `events.subscribe` unless null) at an address
+/// nothing serves, with a token granting `caps`: the registration's status and answer (with
+/// its `pluginToken`).
+async fn register_bare(
+    core: &Core,
+    name: &str,
+    caps: &str,
+    subscribe: Value,
+) -> (StatusCode, Value) {
+    let token = core.token(&["--plugin", name, "--capabilities", caps]);
+    let mut m = tessera_tests::client::manifest(name, "1.0.0");
+    m["ui"]["contributions"]["routes"] = json!([]);
+    m["capabilities"] = json!(["ui:panel"]);
+    if !subscribe.is_null() {
+        m["events"] = json!({ "subscribe": subscribe });
+    }
+    let body = json!({"manifest": m, "backendUrl": "http://127.0.0.1:9", "remoteUrl": "http://127.0.0.1:9/mf/remoteEntry.js"});
+    register_raw(core, &token, &body).await
+}
+
+/// `POST /api/plugin/v1/events` with `token`.
+async fn publish_raw(core: &Core, token: &str, body: &Value) -> reqwest::Response {
+    http()
+        .post(format!("{}/api/plugin/v1/events", core.url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body(engine: &str) {
     let core = Core::start(&fast_config(engine));
     let admin = core.admin_token();
     let core = &core;
-    let register = |name: &str, caps: &str, subscribe: Value| {
-        let token = core.token(&["--plugin", name, "--capabilities", caps]);
-        let mut m = tessera_tests::client::manifest(name, "1.0.0");
-        m["ui"]["contributions"]["routes"] = json!([]);
-        m["capabilities"] = json!(["ui:panel"]);
-        if !subscribe.is_null() {
-            m["events"] = json!({ "subscribe": subscribe });
-        }
-        let body = json!({"manifest": m, "backendUrl": "http://127.0.0.1:9", "remoteUrl": "http://127.0.0.1:9/mf/remoteEntry.js"});
-        async move { register_raw(core, &token, &body).await }
+    let publish = |token: String, body: Value| async move {
+        let res = publish_raw(core, &token, &body).await;
+        let s = res.status();
+        (s, res.json::<Value>().await.unwrap_or(Value::Null))
     };
-    let publish = |token: String, body: Value| {
-        let url = format!("{}/api/plugin/v1/events", core.url);
-        async move {
-            let res = http()
-                .post(url)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let s = res.status();
-            (s, res.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (s, reg) = register("quiet", "ui:panel", Value::Null).await;
+    let (s, reg) = register_bare(core, "quiet", "ui:panel", Value::Null).await;
     assert_eq!(s, StatusCode::CREATED, "{reg}");
     let quiet = reg["pluginToken"].as_str().unwrap().to_string();
     let (s, body) = publish(quiet, json!({"type": "quiet.x", "data": 1})).await;
@@ -612,7 +623,7 @@ async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body
         json!(["events:publish"])
     );
 
-    let (_, reg) = register("shop", "ui:panel,events:publish", Value::Null).await;
+    let (_, reg) = register_bare(core, "shop", "ui:panel,events:publish", Value::Null).await;
     let shop = reg["pluginToken"].as_str().unwrap().to_string();
     let cases = [
         (
@@ -665,7 +676,8 @@ async fn publishing_needs_the_capability_the_publishers_own_type_and_a_sane_body
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
     // Subscribing needs the grant: the registration is refused.
-    let (s, body) = register(
+    let (s, body) = register_bare(
+        core,
         "audit",
         "ui:panel",
         json!([{"type": "shop.>", "path": "/events"}]),
@@ -761,38 +773,23 @@ async fn an_event_accepted_by_a_replica_killed_right_after_the_202_is_delivered_
 async fn publishing_past_the_rate_limit_is_refused_with_retry_after() {
     let core = Core::start(&fast_config("events:\n  publishPerMinute: 3\n"));
     let core = &core;
-    let token = |name: &str| {
-        let reg = core.token(&[
-            "--plugin",
-            name,
-            "--capabilities",
-            "ui:panel,events:publish",
-        ]);
-        let mut m = tessera_tests::client::manifest(name, "1.0.0");
-        m["ui"]["contributions"]["routes"] = json!([]);
-        m["capabilities"] = json!(["ui:panel"]);
-        let body = json!({"manifest": m, "backendUrl": "http://127.0.0.1:9", "remoteUrl": "http://127.0.0.1:9/mf/remoteEntry.js"});
-        async move {
-            let (s, v) = register_raw(core, &reg, &body).await;
-            assert_eq!(s, StatusCode::CREATED, "{v}");
-            v["pluginToken"].as_str().unwrap().to_string()
-        }
-    };
-    let (shop, other) = (token("shop").await, token("other").await);
-    let publish = |token: &str, ty: &str| {
-        let req = http()
-            .post(format!("{}/api/plugin/v1/events", core.url))
-            .bearer_auth(token)
-            .json(&json!({"type": ty, "data": 1}));
-        async move { req.send().await.unwrap() }
+    let mut tokens = Vec::new();
+    for name in ["shop", "other"] {
+        let (s, v) = register_bare(core, name, "ui:panel,events:publish", Value::Null).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        tokens.push(v["pluginToken"].as_str().unwrap().to_string());
+    }
+    let (shop, other) = (tokens[0].clone(), tokens[1].clone());
+    let publish = |token: String, ty: &'static str| async move {
+        publish_raw(core, &token, &json!({"type": ty, "data": 1})).await
     };
     for _ in 0..3 {
         assert_eq!(
-            publish(&shop, "shop.order.created").await.status(),
+            publish(shop.clone(), "shop.order.created").await.status(),
             StatusCode::ACCEPTED
         );
     }
-    let refused = publish(&shop, "shop.order.created").await;
+    let refused = publish(shop.clone(), "shop.order.created").await;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry: u64 = refused.headers()["retry-after"]
         .to_str()
@@ -805,7 +802,7 @@ async fn publishing_past_the_rate_limit_is_refused_with_retry_after() {
         "rate_limited"
     );
     assert_eq!(
-        publish(&other, "other.thing.done").await.status(),
+        publish(other.clone(), "other.thing.done").await.status(),
         StatusCode::ACCEPTED
     );
 }

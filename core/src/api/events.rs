@@ -60,10 +60,7 @@ async fn publish(
         .publish(event, &state.registry)
         .await
         .map_err(unavailable)?;
-    let time = tessera_sdk::time::rfc3339(
-        published.accepted_ms.div_euclid(1000),
-        u32::try_from(published.accepted_ms.rem_euclid(1000)).unwrap_or(0),
-    );
+    let time = tessera_sdk::time::rfc3339_ms(published.accepted_ms);
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({

@@ -174,7 +174,8 @@ impl Dispatcher {
         exposed: &mut HashSet<String>,
     ) -> Option<Duration> {
         let index = self.registry.index();
-        let table = read(&self.table).clone();
+        // Read-locked for the pass (lock order: table, then queues, as in `enqueue`).
+        let table = read(&self.table);
         let now = now_ms();
         let mut soonest: Option<i64> = None;
         let mut queues = lock(&self.queues);
@@ -205,8 +206,6 @@ impl Dispatcher {
             now_exposed.insert(key.plugin.clone());
             let back = !exposed.contains(&key.plugin);
             let (ordered, window) = (sub.ordered, sub.window);
-            let base_path = deployment.manifest.fields::<BasePath>().base_path();
-            let url = url(&deployment.backend_url, &base_path, &key.path);
             let limit = if ordered { u32::MAX } else { window };
             let mut start = Vec::new();
             let mut in_flight = q.in_flight;
@@ -235,6 +234,12 @@ impl Dispatcher {
                 }
             }
             q.in_flight = in_flight;
+            if start.is_empty() {
+                continue;
+            }
+            // Where they go, read from the manifest only when something is sent.
+            let base_path = deployment.manifest.fields::<BasePath>().base_path();
+            let url = url(&deployment.backend_url, &base_path, &key.path);
             for p in start {
                 self.spawn(calls, done, key.clone(), url.clone(), p);
             }

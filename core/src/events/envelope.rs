@@ -107,8 +107,6 @@ pub fn accept(
         )));
     }
     let id = p.id.unwrap_or_else(new_id);
-    let secs = now_ms.div_euclid(1000);
-    let millis = u32::try_from(now_ms.rem_euclid(1000)).unwrap_or(0);
     let mut env = Map::new();
     env.insert("specversion".into(), json!("1.0"));
     env.insert("id".into(), json!(id));
@@ -117,10 +115,7 @@ pub fn accept(
     if let Some(s) = &p.subject {
         env.insert("subject".into(), json!(s));
     }
-    env.insert(
-        "time".into(),
-        json!(tessera_sdk::time::rfc3339(secs, millis)),
-    );
+    env.insert("time".into(), json!(tessera_sdk::time::rfc3339_ms(now_ms)));
     env.insert("datacontenttype".into(), json!("application/json"));
     if let Some(t) = &p.tenant {
         env.insert("tenant".into(), json!(t));

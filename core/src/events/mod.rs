@@ -297,8 +297,7 @@ impl Events {
             Engine::Jet(jet) => {
                 let index = registry.index();
                 let matching: Vec<(SubKey, u32, Option<String>)> = read(&self.table)
-                    .backend()
-                    .filter(|s| tessera_sdk::events::matches(&s.key.pattern, &event.ty))
+                    .matching(&event.ty)
                     .map(|s| {
                         let since = index
                             .get(&s.key.plugin)

@@ -578,10 +578,7 @@ fn dead_letters(tx: &rusqlite::Transaction<'_>, q: &DeadQuery) -> Result<Vec<Dea
                     path: r.get(3)?,
                     attempts: r.get(4)?,
                     reason: r.get(5)?,
-                    dead_at: tessera_sdk::time::rfc3339(
-                        dead_ms.div_euclid(1000),
-                        u32::try_from(dead_ms.rem_euclid(1000)).unwrap_or(0),
-                    ),
+                    dead_at: tessera_sdk::time::rfc3339_ms(dead_ms),
                     event: serde_json::value::RawValue::from_string("null".into())
                         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
                 },

@@ -98,12 +98,13 @@ impl Table {
 
     /// Backend subscriptions matching `ty`.
     pub fn backend_for(&self, ty: &str) -> Vec<SubKey> {
-        self.by_plugin
-            .values()
-            .flat_map(|p| p.backend.iter())
-            .filter(|s| tessera_sdk::events::matches(&s.key.pattern, ty))
-            .map(|s| s.key.clone())
-            .collect()
+        self.matching(ty).map(|s| s.key.clone()).collect()
+    }
+
+    /// Backend subscriptions whose pattern matches `ty`.
+    pub fn matching<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Sub> {
+        self.backend()
+            .filter(move |s| tessera_sdk::events::matches(&s.key.pattern, ty))
     }
 
     /// Plugins whose UI subscribes to `ty`.

@@ -133,10 +133,7 @@ fn dead_letter_of(m: &jetstream::message::StreamMessage) -> Option<DeadLetter> {
             .and_then(|a| a.parse().ok())
             .unwrap_or(0),
         reason: h("Tessera-Reason").unwrap_or_default(),
-        dead_at: tessera_sdk::time::rfc3339(
-            ms.div_euclid(1000),
-            u32::try_from(ms.rem_euclid(1000)).unwrap_or(0),
-        ),
+        dead_at: tessera_sdk::time::rfc3339_ms(ms),
         event: serde_json::value::RawValue::from_string(
             String::from_utf8_lossy(&m.payload).into_owned(),
         )

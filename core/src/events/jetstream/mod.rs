@@ -38,7 +38,9 @@ mod dead;
 
 const EVENTS: &str = "TESSERA_EVENTS";
 const DEAD: &str = "TESSERA_DEAD_LETTERS";
-/// See [`Jet::ack_wait`].
+/// How long JetStream waits for word from the replica holding a message before handing it to
+/// another: a replica says it is still working every third of it (during a delivery and between
+/// retries), so only a replica that died lets it pass.
 const ACK_WAIT: Duration = Duration::from_secs(6);
 /// Most dead letters read to answer one list.
 const DEAD_SCAN: u64 = 20_000;
@@ -324,7 +326,7 @@ impl Jet {
             )),
             filter_subjects: vec![subject(&key.pattern), redrive_subject(&name)],
             ack_policy: AckPolicy::Explicit,
-            ack_wait: self.ack_wait(),
+            ack_wait: ACK_WAIT,
             max_deliver: -1,
             max_ack_pending: i64::from(window.max(1)),
             deliver_policy,
@@ -336,13 +338,6 @@ impl Jet {
             .map_err(err)?;
         lock(&self.created).insert(name);
         Ok(consumer)
-    }
-
-    /// How long JetStream waits for word from the replica holding a message before handing it
-    /// to another: a replica says it is still working every third of it (during a delivery and
-    /// between retries), so only a replica that died lets it pass.
-    fn ack_wait(&self) -> Duration {
-        ACK_WAIT
     }
 
     /// Pulls and delivers one subscription's events while this replica runs.
@@ -440,7 +435,7 @@ impl Jet {
         let label = PluginLabel {
             plugin: key.plugin.clone(),
         };
-        let progress_every = self.ack_wait() / 3;
+        let progress_every = ACK_WAIT / 3;
         loop {
             // Wait for the subscriber, telling JetStream this replica still holds the message.
             let url = loop {
