@@ -18,12 +18,14 @@ use crate::range::Range;
 /// The version of the plugin API this core offers (what `compat.core` must include). 2.0.0
 /// made `ui.mode`, `ui.remotePath`, `endpoints.basePath` and the `health` paths required and
 /// route components `Module#Export`; each plugin-facing surface added later bumps the minor:
-/// 2.1.0 events (`POST /api/plugin/v1/events`, `events.subscribe`).
-pub const CORE_PLUGIN_API: Version = Version::new(2, 1, 0);
+/// 2.1.0 events (`POST /api/plugin/v1/events`, `events.subscribe`); 2.2.0 jobs (`jobs`,
+/// `PUT`/`DELETE /api/plugin/v1/jobs/{name}`).
+pub const CORE_PLUGIN_API: Version = Version::new(2, 2, 0);
 /// The backend SDK protocol this core speaks (what `compat.backend_sdk` must include). 1.1.0
 /// added plugin tokens in the registration answer and call tokens on every call into a plugin
-/// (the SDK's `Caller`); 1.2.0 events (`CoreClient::publish_event`, `on_event`).
-pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 2, 0);
+/// (the SDK's `Caller`); 1.2.0 events (`CoreClient::publish_event`, `on_event`); 1.3.0 jobs
+/// (`CoreClient::register_job`, `delete_job`, `JobRun`).
+pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 3, 0);
 /// The frontend SDK version the shell provides (what `compat.frontend_sdk` must include).
 /// 1.1.0 added `ctx.params` (parameterised routes) and `Module#Export` components; 1.2.0
 /// `ctx.sdk.http` (the plugin's backend through the core's proxy) and `HttpError`; 1.3.0
@@ -197,18 +199,18 @@ mod tests {
 
     #[test]
     fn core_miss_names_field_range_and_version() {
-        let misses = check(&compat(">=2.2 <3.0", None, None), &Versions::default());
+        let misses = check(&compat(">=2.3 <3.0", None, None), &Versions::default());
         assert_eq!(misses.len(), 1);
         assert_eq!(
             misses[0].to_string(),
-            "compat.core \">=2.2 <3.0\" does not include core plugin API 2.1.0"
+            "compat.core \">=2.3 <3.0\" does not include core plugin API 2.2.0"
         );
         assert_eq!(misses[0].field.pointer(), "/compat/core");
         // A plugin written for the first plugin API (before the required fields) is refused.
         let old = check(&compat("^1.0", None, None), &Versions::default());
         assert_eq!(
             old[0].to_string(),
-            "compat.core \"^1.0\" does not include core plugin API 2.1.0"
+            "compat.core \"^1.0\" does not include core plugin API 2.2.0"
         );
     }
 
@@ -229,7 +231,7 @@ mod tests {
         );
         assert_eq!(
             misses[1].to_string(),
-            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.2.0"
+            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.3.0"
         );
     }
 

@@ -22,6 +22,7 @@ pub mod compat;
 pub mod events;
 #[cfg(feature = "metrics")]
 pub mod http_metrics;
+pub mod jobs;
 pub mod manifest;
 pub mod mime;
 pub mod names;

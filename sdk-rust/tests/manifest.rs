@@ -187,7 +187,7 @@ fn compat_core_is_required_and_ranges_must_parse() {
     );
     assert_eq!(
         misses[0].message,
-        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.1.0"
+        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.2.0"
     );
 }
 
@@ -695,4 +695,93 @@ fn normalization_sorts_dedups_fills_defaults_and_is_idempotent() {
     let again = manifest::validate(&n).into_result().unwrap();
     assert_eq!(again, m);
     assert_eq!(again.to_json(), n);
+}
+
+#[test]
+fn jobs_request_jobs_schedule_fill_defaults_and_follow_the_rules() {
+    let mut doc = valid();
+    doc["jobs"] = json!([
+        {"name": "nightly-report", "schedule": "0 2 * * *", "path": "/jobs/nightly-report"},
+        {"name": "heartbeat", "schedule": "@every 30s", "path": "/jobs/heartbeat",
+         "concurrency": "Replace", "timeoutSeconds": 10, "retries": 2, "startingDeadlineSeconds": 5},
+        {"name": "tick", "schedule": "*/10 * * * * *", "path": "/tick"},
+    ]);
+    let m = manifest::validate(&doc).into_result().unwrap();
+    assert!(
+        m.requested_capabilities()
+            .contains(&Capability::JobsSchedule)
+    );
+    // Normalized: every default filled in.
+    assert_eq!(
+        m.to_json()["jobs"][0],
+        json!({"name": "nightly-report", "schedule": "0 2 * * *", "path": "/jobs/nightly-report",
+               "timeoutSeconds": 60, "concurrency": "Forbid", "startingDeadlineSeconds": 60, "retries": 0})
+    );
+    assert!(
+        manifest::validate(&valid())
+            .into_result()
+            .unwrap()
+            .to_json()
+            .get("jobs")
+            .is_none()
+    );
+
+    let cases = [
+        (
+            json!([{"name": "a", "schedule": "* * * *", "path": "/a"}]),
+            "/jobs/0/schedule",
+            "has 4 field(s)",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@every 0s", "path": "/a"}]),
+            "/jobs/0/schedule",
+            "outside 1s-24h",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@often", "path": "/a"}]),
+            "/jobs/0/schedule",
+            "not a known macro",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@hourly", "path": "/a"}, {"name": "a", "schedule": "@daily", "path": "/b"}]),
+            "/jobs/1/name",
+            "already declared at /jobs/0",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@hourly", "path": "/a", "timeoutSeconds": 3601}]),
+            "/jobs/0/timeoutSeconds",
+            "",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@hourly", "path": "/a", "retries": 11}]),
+            "/jobs/0/retries",
+            "",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@hourly", "path": "/a", "concurrency": "Sometimes"}]),
+            "/jobs/0/concurrency",
+            "",
+        ),
+        (
+            json!([{"name": "A", "schedule": "@hourly", "path": "/a"}]),
+            "/jobs/0/name",
+            "",
+        ),
+        (
+            json!([{"name": "a", "schedule": "@hourly"}]),
+            "/jobs/0/path",
+            "required",
+        ),
+    ];
+    for (jobs, pointer, says) in cases {
+        let mut doc = valid();
+        doc["jobs"] = jobs.clone();
+        let problems = manifest::validate(&doc).into_result().unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == pointer && p.message.contains(says)),
+            "{jobs}: {problems:?}"
+        );
+    }
 }

@@ -543,7 +543,7 @@ async fn registration_checks_run_in_order_with_their_own_codes() {
     );
     assert_eq!(
         body["error"]["message"],
-        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.1.0"
+        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.2.0"
     );
     // 400 URL policy: SSRF targets
     for (url, rule) in [

@@ -29,7 +29,7 @@ fn valid_examples_pass() {
         assert_eq!(run.code, Some(0), "{file}: {run:?}");
         assert!(run.stdout.contains("valid plugin manifest"), "{run:?}");
         assert!(
-            run.stdout.contains("compatible with core plugin API 2.1.0"),
+            run.stdout.contains("compatible with core plugin API 2.2.0"),
             "{run:?}"
         );
         assert!(
@@ -338,7 +338,7 @@ fn the_architecture_example_is_refused_only_for_its_compat_ranges() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert_eq!(
         run.stdout.trim(),
-        "/compat/backend_sdk: compat.backend_sdk \">=1.4 <2.0\" does not include backend SDK protocol 1.2.0"
+        "/compat/backend_sdk: compat.backend_sdk \">=1.4 <2.0\" does not include backend SDK protocol 1.3.0"
     );
     assert!(
         run.stderr.contains(

@@ -13,6 +13,7 @@
 //! meta-schema). Compatibility with a given core is judged separately by [`crate::compat`],
 //! because the core answers it with its own status (422) after validation (400).
 
+mod jobs;
 pub mod route;
 mod source;
 mod subscriptions;
@@ -119,6 +120,9 @@ pub struct Manifest {
     /// Events the plugin receives.
     #[serde(default, skip_serializing_if = "Events::is_empty")]
     pub events: Events,
+    /// Jobs the core runs on a schedule (capability `jobs:schedule`), defaults filled in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<crate::jobs::JobSpec>,
 }
 
 /// `compat`: npm-style ranges.
@@ -337,7 +341,7 @@ impl Manifest {
 
     /// Every capability the manifest requests: the ones `capabilities` lists, plus the ones its
     /// declarations request by being there (panels `ui:panel`, routes `ui:route`, subscriptions
-    /// `events:subscribe`), sorted and without duplicates. A registration token must grant all
+    /// `events:subscribe`, jobs `jobs:schedule`), sorted and without duplicates. A registration token must grant all
     /// of them.
     pub fn requested_capabilities(&self) -> Vec<Capability> {
         let mut all = self.capabilities.clone();
@@ -349,6 +353,9 @@ impl Manifest {
         }
         if !self.events.subscribe.is_empty() {
             all.push(Capability::EventsSubscribe);
+        }
+        if !self.jobs.is_empty() {
+            all.push(Capability::JobsSchedule);
         }
         all.sort_unstable();
         all.dedup();

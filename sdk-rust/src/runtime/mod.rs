@@ -21,6 +21,7 @@
 
 mod caller;
 mod events;
+mod jobs;
 mod logs;
 mod metrics;
 mod register;
@@ -46,6 +47,7 @@ pub use caller::{Caller, JWKS_REFRESH_INTERVAL};
 pub use events::{
     Dedup, Event, EventError, EventType, PublishOptions, Published, Seen, on_event, on_event_with,
 };
+pub use jobs::JobRun;
 pub use logs::init_logging;
 pub use metrics::{AppMetrics, REQUIRED_FAMILIES};
 pub use register::{RegistrationStatus, backoff};
@@ -82,8 +84,8 @@ pub trait PluginApp: Send + Sync + 'static {
     }
 }
 
-/// A client for the core's plugin-facing API: `whoami`, `publish_event` / `publish`. More
-/// calls (`register_job`, `fetch_secret`) arrive as the core grows them.
+/// A client for the core's plugin-facing API: `whoami`, `publish_event` / `publish`,
+/// `register_job` / `delete_job`. More calls (`fetch_secret`) arrive as the core grows them.
 #[derive(Clone, Debug)]
 pub struct CoreClient {
     /// The core's base URL, when configured.
@@ -154,6 +156,28 @@ impl CoreClient {
     /// Publishes a typed event: its type is `E::TYPE`, its data `event` serialized.
     pub async fn publish<E: EventType>(&self, event: &E) -> Result<Published, CoreError> {
         self.publish_event(E::TYPE, event).await
+    }
+
+    /// Registers (or replaces) a job at run time (`PUT /api/plugin/v1/jobs/{name}`, capability
+    /// `jobs:schedule`), with the same fields and checks as a job in `plugin.yaml`; answers the
+    /// job as the core keeps it (defaults filled in) with its next run. A job declared in
+    /// `plugin.yaml` cannot be replaced this way (409 `job_declared`).
+    pub async fn register_job(&self, spec: &crate::jobs::JobSpec) -> Result<Value, CoreError> {
+        let body = serde_json::to_value(spec).map_err(|e| CoreError::Refused {
+            status: 0,
+            code: "invalid_job".into(),
+            message: e.to_string(),
+        })?;
+        let path = format!("jobs/{}", spec.name);
+        self.call(reqwest::Method::PUT, &path, Some(body)).await
+    }
+
+    /// Removes a job registered at run time (`DELETE /api/plugin/v1/jobs/{name}`); its history
+    /// goes with it.
+    pub async fn delete_job(&self, name: &str) -> Result<(), CoreError> {
+        self.call(reqwest::Method::DELETE, &format!("jobs/{name}"), None)
+            .await
+            .map(|_| ())
     }
 
     async fn call(
