@@ -56,6 +56,10 @@ codes! {
     InvalidEvent = "invalid_event", BAD_REQUEST;
     EventTypeNotOwned = "event_type_not_owned", FORBIDDEN;
     DeadLetterNotFound = "dead_letter_not_found", NOT_FOUND;
+    InvalidJob = "invalid_job", BAD_REQUEST;
+    JobNotFound = "job_not_found", NOT_FOUND;
+    JobDeclared = "job_declared", CONFLICT;
+    JobRunning = "job_running", CONFLICT;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;

@@ -19,6 +19,7 @@ pub mod config;
 pub mod declared;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod listener;
 pub mod model;
 pub mod policy;

@@ -3,3 +3,52 @@
 
 pub use tessera_lifecycle::model::*;
 pub use tessera_sdk::time::now_rfc3339;
+
+/// The part of a manifest that says where a plugin's own API lives.
+#[derive(Default, serde::Deserialize)]
+struct EndpointsField {
+    #[serde(default)]
+    endpoints: BasePathField,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BasePathField {
+    #[serde(default = "default_base_path")]
+    base_path: String,
+}
+
+impl Default for BasePathField {
+    fn default() -> Self {
+        BasePathField {
+            base_path: default_base_path(),
+        }
+    }
+}
+
+fn default_base_path() -> String {
+    tessera_sdk::manifest::DEFAULT_BASE_PATH.to_string()
+}
+
+/// A deployment's `endpoints.basePath` (the default when its manifest has none).
+pub fn base_path(d: &Deployment) -> String {
+    d.manifest.fields::<EndpointsField>().endpoints.base_path
+}
+
+/// `backendUrl + basePath + path` of a deployment, with one slash between each: where the core
+/// calls a plugin's own API (event deliveries, job runs).
+pub fn plugin_url(d: &Deployment, path: &str) -> String {
+    join_url(&d.backend_url, &base_path(d), path)
+}
+
+/// `base + prefix + path`, with one slash between each.
+pub fn join_url(base: &str, prefix: &str, path: &str) -> String {
+    let mut url = base.trim_end_matches('/').to_string();
+    for part in [prefix.trim_matches('/'), path.trim_start_matches('/')] {
+        if !part.is_empty() {
+            url.push('/');
+            url.push_str(part);
+        }
+    }
+    url
+}

@@ -77,7 +77,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             "events: no durable engine is configured; accepted events are held in memory and lost if this replica stops (tessera_events_durable 0)"
         );
     }
-    let observers: Vec<Arc<dyn crate::registry::Observer>> = vec![shell.clone(), events.clone()];
+    let jobs = crate::jobs::Jobs::new(opened.jobs.clone());
+    let observers: Vec<Arc<dyn crate::registry::Observer>> =
+        vec![shell.clone(), events.clone(), jobs.clone()];
     // Loading may call the Kubernetes API, which blocks: off the async workers.
     let store = opened.store;
     let registry =
@@ -142,6 +144,13 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         config.proxy.clone(),
         metrics.proxy.clone(),
     ));
+    tasks.extend(jobs.start(
+        registry.clone(),
+        keys.clone(),
+        metrics.jobs.clone(),
+        leading_rx.clone(),
+        shutdown_rx.clone(),
+    ));
     let prober = tokio::spawn(crate::probe::run(
         registry.clone(),
         metrics.clone(),
@@ -178,6 +187,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         keys: keys.clone(),
         proxy,
         events,
+        jobs,
         service_accounts,
         config: shared_config,
         probed: probed_rx,

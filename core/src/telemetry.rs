@@ -129,6 +129,8 @@ pub struct Metrics {
     pub proxy: ProxyMetrics,
     /// Events between plugins.
     pub events: crate::events::metrics::EventsMetrics,
+    /// Job metrics.
+    pub jobs: crate::jobs::metrics::JobsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -212,6 +214,7 @@ impl Metrics {
         );
         let proxy = ProxyMetrics::register(&mut registry);
         let events = crate::events::metrics::EventsMetrics::register(&mut registry);
+        let jobs = crate::jobs::metrics::JobsMetrics::register(&mut registry);
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -235,6 +238,7 @@ impl Metrics {
             connections_shed,
             proxy,
             events,
+            jobs,
         }
     }
 

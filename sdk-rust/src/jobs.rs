@@ -273,7 +273,7 @@ fn parse_period(text: &str) -> Result<Duration, String> {
     if d < MIN_EVERY || d > MAX_EVERY {
         return Err(format!("{text} is outside 1s-24h"));
     }
-    if total % 1000 != 0 {
+    if !total.is_multiple_of(1000) {
         return Err(format!("{text} is not whole seconds"));
     }
     Ok(d)

@@ -76,6 +76,25 @@ pub fn events_plugin_bin() -> PathBuf {
     bin
 }
 
+/// Path of the jobs plugin (`bench/src/bin/jobs-plugin.rs`), built with the workspace.
+pub fn jobs_plugin_bin() -> PathBuf {
+    let bin = tessera_bin().with_file_name(format!("jobs-plugin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

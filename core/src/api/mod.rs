@@ -9,6 +9,7 @@ mod admin;
 mod assets;
 mod auth;
 mod events;
+mod jobs;
 mod middleware;
 mod plugin_v1;
 mod proxy;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub proxy: Arc<crate::proxy::Proxy>,
     /// Events between plugins.
     pub events: Arc<crate::events::Events>,
+    /// Plugins' scheduled jobs.
+    pub jobs: Arc<crate::jobs::Jobs>,
     /// ServiceAccounts that may register their plugin, and who checks their tokens.
     pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
@@ -125,6 +128,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/events/dead-letters/{id}/redrive"),
     ("DELETE", "/api/events/dead-letters/{id}"),
     ("GET", "/api/events/subscriptions"),
+    ("PUT", "/api/plugin/v1/jobs/{name}"),
+    ("DELETE", "/api/plugin/v1/jobs/{name}"),
+    ("GET", "/api/plugins/{name}/jobs"),
+    ("POST", "/api/plugins/{name}/jobs/{job}/run"),
     ("GET", "/auth/login"),
     ("GET", "/auth/callback"),
     ("POST", "/auth/logout"),
@@ -160,6 +167,7 @@ pub fn router(state: AppState) -> Router {
         .merge(plugin_v1::routes())
         .merge(proxy::routes())
         .merge(events::routes())
+        .merge(jobs::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -21,7 +21,6 @@ pub(crate) struct PluginCaller {
     /// When the token expires (seconds since the epoch).
     pub(crate) expires: u64,
     /// `plugin:<name>` with the request id, for the audit log.
-    #[allow(dead_code)]
     pub(crate) actor: Actor,
 }
 

@@ -119,7 +119,7 @@ struct Done {
     attempt: Attempt,
 }
 
-pub(super) fn unit_random() -> f64 {
+pub(crate) fn unit_random() -> f64 {
     let mut b = [0u8; 4];
     let _ = getrandom::fill(&mut b);
     f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
@@ -238,8 +238,7 @@ impl Dispatcher {
                 continue;
             }
             // Where they go, read from the manifest only when something is sent.
-            let base_path = deployment.manifest.fields::<BasePath>().base_path();
-            let url = url(&deployment.backend_url, &base_path, &key.path);
+            let url = crate::model::plugin_url(deployment, &key.path);
             for p in start {
                 self.spawn(calls, done, key.clone(), url.clone(), p);
             }
@@ -350,51 +349,6 @@ impl Dispatcher {
         drop(queues);
         self.wake.notify_one();
     }
-}
-
-/// The field of a manifest the dispatcher reads.
-#[derive(Default, serde::Deserialize)]
-pub(super) struct BasePath {
-    #[serde(default)]
-    endpoints: Endpoints,
-}
-
-impl BasePath {
-    /// `endpoints.basePath`.
-    pub(super) fn base_path(self) -> String {
-        self.endpoints.base_path
-    }
-}
-
-/// `backendUrl + basePath + path`, with one slash between each.
-pub(super) fn url(backend_url: &str, base_path: &str, path: &str) -> String {
-    let mut url = backend_url.trim_end_matches('/').to_string();
-    for part in [base_path.trim_matches('/'), path.trim_start_matches('/')] {
-        if !part.is_empty() {
-            url.push('/');
-            url.push_str(part);
-        }
-    }
-    url
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Endpoints {
-    #[serde(default = "default_base_path")]
-    base_path: String,
-}
-
-impl Default for Endpoints {
-    fn default() -> Self {
-        Endpoints {
-            base_path: default_base_path(),
-        }
-    }
-}
-
-fn default_base_path() -> String {
-    tessera_sdk::manifest::DEFAULT_BASE_PATH.to_string()
 }
 
 /// One attempt: `POST` the envelope as structured CloudEvents JSON with a call token.

@@ -64,32 +64,6 @@ pub struct Proxy {
     metrics: ProxyMetrics,
 }
 
-/// The part of a manifest the proxy reads.
-#[derive(Default, serde::Deserialize)]
-struct Endpoints {
-    #[serde(default)]
-    endpoints: BasePath,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BasePath {
-    #[serde(default = "default_base_path")]
-    base_path: String,
-}
-
-impl Default for BasePath {
-    fn default() -> Self {
-        BasePath {
-            base_path: default_base_path(),
-        }
-    }
-}
-
-fn default_base_path() -> String {
-    tessera_sdk::manifest::DEFAULT_BASE_PATH.to_string()
-}
-
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
@@ -164,16 +138,7 @@ impl Proxy {
         {
             return t.clone();
         }
-        let base_path = deployment
-            .manifest
-            .fields::<Endpoints>()
-            .endpoints
-            .base_path;
-        let base = format!(
-            "{}/{}",
-            deployment.backend_url.trim_end_matches('/'),
-            base_path.trim_matches('/')
-        );
+        let base = crate::model::plugin_url(deployment, "");
         let t = Target {
             plugin: plugin.to_string(),
             base: base.trim_end_matches('/').into(),

@@ -229,6 +229,8 @@ pub struct Opened {
     pub token_reviewer: Option<Arc<dyn crate::auth::service_account::TokenReviewer>>,
     /// The SQLite file the event outbox shares (`None`: no durable engine; in memory).
     pub events_db: Option<std::path::PathBuf>,
+    /// Where jobs keep specs, marks and runs.
+    pub jobs: Arc<dyn crate::jobs::store::JobStore>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -247,6 +249,8 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
                 ),
                 None => None,
             };
+            let jobs = crate::jobs::store::SqliteJobs::open(&db)
+                .map_err(|e| format!("jobs in {}: {e}", db.display()))?;
             Ok(Opened {
                 store: Arc::new(store),
                 keys,
@@ -255,6 +259,7 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
                 session_key,
                 token_reviewer: None,
                 events_db: Some(db),
+                jobs: Arc::new(jobs),
             })
         }
         StoreKind::Kubernetes => kube::open(config).await,

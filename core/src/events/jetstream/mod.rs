@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use sha2::Digest;
 use tokio::sync::watch;
 
-use super::dispatch::{BasePath, deliver};
+use super::dispatch::deliver;
 use super::envelope::Event;
 use super::metrics::{EventsMetrics, PluginLabel};
 use super::outbox::Published;
@@ -568,10 +568,5 @@ impl Jet {
 fn target(registry: &Registry, key: &SubKey) -> Option<String> {
     let index = registry.index();
     let deployment = index.get(&key.plugin)?.exposed()?;
-    let base_path = deployment.manifest.fields::<BasePath>().base_path();
-    Some(super::dispatch::url(
-        &deployment.backend_url,
-        &base_path,
-        &key.path,
-    ))
+    Some(crate::model::plugin_url(deployment, &key.path))
 }

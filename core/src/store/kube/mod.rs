@@ -21,6 +21,7 @@
 //! key, registration-token Secrets), and [`KubeStore::replicate`] (the coordination seam).
 
 mod events;
+pub mod jobs;
 mod keys;
 mod lease;
 mod records;
@@ -219,7 +220,7 @@ impl KubeStore {
 impl Store for KubeStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let api = self.configmaps();
-        let lp = ListParams::default().labels(&format!("{MANAGED_BY}=tessera"));
+        let lp = ListParams::default().labels(&records_selector());
         let list = self
             .block("listing plugin records", api.list(&lp))?
             .map_err(|e| failed("listing ConfigMaps", e))?;
@@ -295,6 +296,11 @@ impl Store for KubeStore {
     }
 }
 
+/// The managed ConfigMaps that hold records and token lists (not plugins' jobs).
+fn records_selector() -> String {
+    format!("{MANAGED_BY}=tessera,!{}", jobs::JOBS_LABEL)
+}
+
 /// The label every object Tessera writes carries.
 fn managed() -> BTreeMap<String, String> {
     BTreeMap::from([(MANAGED_BY.to_string(), "tessera".to_string())])
@@ -332,6 +338,7 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
     Ok(super::Opened {
         session_key,
         events_db: None,
+        jobs: Arc::new(jobs::KubeJobs(store.clone())),
         token_reviewer: Some(Arc::new(reviews::KubeTokenReviewer::new(
             store.client.clone(),
             config.kubernetes.timing().api_timeout,

@@ -13,7 +13,7 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
-use super::{KubeStore, MANAGED_BY, REVOKED, parse_record, plugin_of};
+use super::{KubeStore, REVOKED, parse_record, plugin_of};
 use crate::store::External;
 
 impl KubeStore {
@@ -26,7 +26,7 @@ impl KubeStore {
     ) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
-            let cfg = watcher::Config::default().labels(&format!("{MANAGED_BY}=tessera"));
+            let cfg = watcher::Config::default().labels(&super::records_selector());
             let api = Api::namespaced(me.watch_client.clone(), &me.namespace);
             let mut stream = std::pin::pin!(watcher::watcher(api, cfg));
             let mut relisted: Option<HashSet<String>> = None;
