@@ -27,6 +27,7 @@ pub mod probe;
 pub mod proxy;
 pub mod ratelimit;
 pub mod registry;
+pub mod runs;
 pub mod serve;
 pub mod shell;
 pub mod store;

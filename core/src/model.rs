@@ -1,8 +1,23 @@
-//! Domain types, from the lifecycle crate (records, states, conditions, audit events), and the
-//! clock the core stamps them with.
+//! Domain types, from the lifecycle crate (records, states, conditions, audit events), the
+//! clock the core stamps them with, the randomness its backoffs are jittered with, and where a
+//! deployment's own API lives.
 
 pub use tessera_lifecycle::model::*;
 pub use tessera_sdk::time::now_rfc3339;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A uniform number in [0, 1), for jitter.
+pub fn unit_random() -> f64 {
+    let mut b = [0u8; 4];
+    let _ = getrandom::fill(&mut b);
+    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
+}
 
 /// The part of a manifest that says where a plugin's own API lives.
 #[derive(Default, serde::Deserialize)]

@@ -119,11 +119,7 @@ struct Done {
     attempt: Attempt,
 }
 
-pub(crate) fn unit_random() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = getrandom::fill(&mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
-}
+use crate::model::unit_random;
 
 fn since_ms(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(now_ms().saturating_sub(ms)).unwrap_or(0))

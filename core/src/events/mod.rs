@@ -37,12 +37,7 @@ use metrics::{EventsMetrics, PluginLabel};
 use outbox::{DeadLetter, DeadQuery, Outbox, Published};
 use subs::{SubKey, Table};
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::model::now_ms;
 
 /// How long accepted events are remembered after their acceptance, once nothing waits for them
 /// (a publisher repeating an id within it is answered with the first acceptance).

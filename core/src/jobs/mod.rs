@@ -13,15 +13,15 @@
 //!                                 JobStore::update (outcome, last 50 runs per job)
 //! ```
 //!
-//! By concern: `model` (runs and views), `plan` (pure decisions), `store` (the trait and SQLite;
-//! the Kubernetes one is `crate::store::kube`), `scheduler`, `call`, `metrics`.
+//! By concern: `model` (jobs and their views; runs are `crate::runs`), `plan` (pure decisions),
+//! `scheduler`, `call`, `metrics`; persistence is `crate::store::jobs` (the trait and SQLite) and
+//! `crate::store::kube::jobs`.
 
 pub mod call;
 pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod scheduler;
-pub mod store;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -32,10 +32,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::metrics::JobsMetrics;
 use self::model::{Job, Outcome, Run, Source, Trigger};
 use self::scheduler::{Msg, Scheduler};
-use self::store::JobStore;
 use crate::auth::Keys;
 use crate::model::PluginRecord;
 use crate::registry::{Index, Observer, Registry};
+use crate::store::jobs::JobStore;
 use crate::sync::{read, write};
 
 /// Why a jobs request was refused.
@@ -64,10 +64,7 @@ pub enum JobsError {
     Store(String),
 }
 
-/// Milliseconds since the epoch, now.
-pub fn now_ms() -> i64 {
-    crate::events::now_ms()
-}
+pub use crate::model::now_ms;
 
 /// A manual run of `job`, asked by `actor` at `now`.
 pub(crate) fn manual_run(plugin: &str, job: &str, actor: &str, now: i64, outcome: Outcome) -> Run {
@@ -189,11 +186,14 @@ impl Jobs {
         })
     }
 
-    /// Starts the scheduler: it schedules while `leading` is true.
+    /// Starts the scheduler: it schedules while `leading` is true. `http` calls plugins; each
+    /// attempt is bounded by its job's timeout, so the client's own should be longer than
+    /// [`tessera_sdk::jobs::MAX_TIMEOUT_SECS`].
     pub fn start(
         &self,
         registry: Arc<Registry>,
         keys: Arc<Keys>,
+        http: reqwest::Client,
         metrics: JobsMetrics,
         leading: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
@@ -204,10 +204,7 @@ impl Jobs {
             shared: self.shared.clone(),
             registry,
             keys,
-            // Each attempt is bounded by its job's timeout; the client's own is a backstop.
-            http: crate::probe::client(std::time::Duration::from_secs(
-                u64::from(tessera_sdk::jobs::MAX_TIMEOUT_SECS) + 5,
-            )),
+            http,
             metrics,
             tx: self.tx.clone(),
         };

@@ -18,11 +18,11 @@ use super::call::{self, Target};
 use super::metrics::{JobsMetrics, PluginLabel, RunLabels};
 use super::model::{HISTORY, Job, Outcome, Run, Trigger};
 use super::plan::{self, Decision, Facts};
-use super::store::JobStore;
 use super::{JobsError, Shared, now_ms};
 use crate::auth::Keys;
 use crate::auth::call::CallTokens;
 use crate::registry::Registry;
+use crate::store::jobs::JobStore;
 
 /// A job's identity: (plugin, job).
 pub(super) type Key = (String, String);
@@ -530,11 +530,8 @@ impl Pass<'_> {
                     break a;
                 }
                 tracing::info!(plugin = %r.plugin, job = %r.job, run = %r.id, attempt, why = ?a.failure, "jobs: run attempt failed; retrying");
-                tokio::time::sleep(plan::retry_delay(
-                    attempt + 1,
-                    crate::events::dispatch::unit_random(),
-                ))
-                .await;
+                tokio::time::sleep(plan::retry_delay(attempt + 1, crate::model::unit_random()))
+                    .await;
             };
             r.attempt = attempt;
             r.status = answer.status;

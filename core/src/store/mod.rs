@@ -10,6 +10,7 @@
 //! of who made it are committed together or not at all, and a write is acknowledged only after
 //! it is committed.
 
+pub mod jobs;
 pub mod kube;
 pub mod sqlite;
 
@@ -230,7 +231,7 @@ pub struct Opened {
     /// The SQLite file the event outbox shares (`None`: no durable engine; in memory).
     pub events_db: Option<std::path::PathBuf>,
     /// Where jobs keep specs, marks and runs.
-    pub jobs: Arc<dyn crate::jobs::store::JobStore>,
+    pub jobs: Arc<dyn jobs::JobStore>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -249,7 +250,7 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
                 ),
                 None => None,
             };
-            let jobs = crate::jobs::store::SqliteJobs::open(&db)
+            let jobs = jobs::SqliteJobs::open(&db)
                 .map_err(|e| format!("jobs in {}: {e}", db.display()))?;
             Ok(Opened {
                 store: Arc::new(store),

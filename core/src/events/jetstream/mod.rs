@@ -478,7 +478,7 @@ impl Jet {
                 attempts,
                 age,
                 self.limits,
-                super::dispatch::unit_random(),
+                crate::model::unit_random(),
             ) {
                 Next::Ack => {
                     if let Err(e) = msg.double_ack().await {

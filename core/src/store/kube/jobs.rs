@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use tessera_sdk::jobs::JobSpec;
 
 use super::{KubeStore, api_status, failed, managed};
-use crate::jobs::model::{HISTORY, Run, Trigger};
-use crate::jobs::store::{JobStore, Stored};
+use crate::runs::{HISTORY, Run, Trigger};
 use crate::store::StoreError;
+use crate::store::jobs::{JobStore, Stored};
 
 /// Label naming the plugin a jobs ConfigMap belongs to (and keeping it out of the records'
 /// watch).

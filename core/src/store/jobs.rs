@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 use tessera_sdk::jobs::JobSpec;
 
-use super::model::{HISTORY, Run, Trigger};
-use crate::store::StoreError;
+use super::StoreError;
+use crate::runs::{HISTORY, Run, Trigger};
 use crate::sync::lock;
 
 /// What a scheduler reads when it takes over.
@@ -330,7 +330,7 @@ impl JobStore for SqliteJobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::model::Outcome;
+    use crate::runs::Outcome;
 
     fn run(job: &str, at: i64, outcome: Outcome) -> Run {
         Run::not_run("p", job, at, outcome, "x".into(), at)
