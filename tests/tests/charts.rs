@@ -94,6 +94,7 @@ fn cases() -> Vec<(&'static str, Vec<&'static str>)> {
             vec![
                 r#"serviceMonitor={"enabled":true,"interval":"15s","labels":{"release":"prom"}}"#,
                 r#"grafanaDashboard={"enabled":true,"labels":{"grafana_dashboard":"1"}}"#,
+                r#"prometheusRule={"enabled":true,"labels":{"release":"prom"},"jobFailures":5,"jobLatenessSeconds":2}"#,
             ],
         ),
         (
@@ -552,6 +553,110 @@ fn the_dashboard_uses_only_metrics_the_core_exports() {
         assert!(
             families.contains(&base(n)),
             "the dashboard uses {n}, which the core does not export ({families:?})"
+        );
+    }
+}
+
+/// The chart's alerts pass `promtool check rules`, fire on the series they are about (and not
+/// on healthy ones) under `promtool test rules`, and use only metrics the core exports.
+#[test]
+fn the_alert_rules_pass_promtool_and_fire_when_they_should() {
+    let yaml = render(&[r#"prometheusRule={"enabled":true}"#]).unwrap();
+    let rule = docs(&yaml)
+        .into_iter()
+        .find(|d| d["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let dir = tessera_tests::core::temp_dir("rules");
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, serde_norway::to_string(&rule["spec"]).unwrap()).unwrap();
+    let promtool = tessera_tests::tool("promtool", "PROMTOOL", "prometheus/usr/bin/promtool");
+    let out = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let tests = r#"rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'tessera_jobs_runs_total{plugin="billing",job="invoice",outcome="Failed"}'
+        values: '0+1x40'
+      - series: 'tessera_jobs_runs_total{plugin="billing",job="sync",outcome="Succeeded"}'
+        values: '0+10x40'
+      - series: 'tessera_jobs_runs_total{plugin="billing",job="sync",outcome="Missed"}'
+        values: '0x20 1x20'
+      - series: 'tessera_jobs_lateness_seconds_bucket{plugin="slowpoke",le="1.0"}'
+        values: '0+1x40'
+      - series: 'tessera_jobs_lateness_seconds_bucket{plugin="slowpoke",le="5.0"}'
+        values: '0+60x40'
+      - series: 'tessera_jobs_lateness_seconds_bucket{plugin="slowpoke",le="+Inf"}'
+        values: '0+60x40'
+      - series: 'tessera_jobs_lateness_seconds_bucket{plugin="billing",le="1.0"}'
+        values: '0+60x40'
+      - series: 'tessera_jobs_lateness_seconds_bucket{plugin="billing",le="+Inf"}'
+        values: '0+60x40'
+      - series: 'tessera_jobs_scheduler_active{pod="a"}'
+        values: '1x10 0x30'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: TesseraJobFailing
+        exp_alerts:
+          - exp_labels: {severity: warning, plugin: billing, job: invoice}
+            exp_annotations:
+              summary: Job invoice of plugin billing keeps failing
+              description: 30 runs failed in 30 minutes (every attempt, retries included). Its last runs and their answers are at GET /api/plugins/billing/jobs.
+      - eval_time: 30m
+        alertname: TesseraJobsMissed
+        exp_alerts:
+          - exp_labels: {severity: warning, plugin: billing, job: sync}
+            exp_annotations:
+              summary: Job sync of plugin billing missed scheduled times
+              description: No scheduler ran for longer than the job's starting deadline (no replica held the Lease, or the core was down).
+      - eval_time: 10m
+        alertname: TesseraJobsMissed
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: TesseraJobsLate
+        exp_alerts:
+          - exp_labels: {severity: warning, plugin: slowpoke}
+            exp_annotations:
+              summary: Jobs of plugin slowpoke start late
+              description: 99% of runs start within 4.959s of their scheduled time (threshold 1 s). The scheduler is overloaded or the core is starved of CPU.
+      - eval_time: 11m
+        alertname: TesseraJobSchedulerAbsent
+        exp_alerts: []
+      - eval_time: 15m
+        alertname: TesseraJobSchedulerAbsent
+        exp_alerts:
+          - exp_labels: {severity: critical}
+            exp_annotations:
+              summary: No Tessera replica schedules jobs
+              description: No replica has held the Lease for 2 minutes; scheduled jobs are not running.
+"#;
+    std::fs::write(dir.join("tests.yaml"), tests).unwrap();
+    let out = Command::new(&promtool)
+        .args(["test", "rules", "tests.yaml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Every metric an alert reads is one the core exports.
+    let core = tessera_tests::core::Core::start(&tessera_tests::core::fast_config(""));
+    let metrics = reqwest::blocking::get(format!("{}/metrics", core.url))
+        .unwrap()
+        .text()
+        .unwrap();
+    for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        let expr = r["expr"].as_str().unwrap();
+        let name = &expr[expr.find("tessera_").unwrap()..];
+        let name = &name[..name.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap()];
+        let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{} reads {name}, which the core does not export",
+            r["alert"]
         );
     }
 }
