@@ -642,20 +642,46 @@ tests:
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    // Every metric an alert reads is one the core exports.
+    // Every metric an alert reads is one the core exports: a core running a failing job.
     let core = tessera_tests::core::Core::start(&tessera_tests::core::fast_config(""));
-    let metrics = reqwest::blocking::get(format!("{}/metrics", core.url))
-        .unwrap()
-        .text()
+    let token = core.token(&["--plugin", "failing", "--capabilities", "jobs:schedule"]);
+    let mut plugin = Command::new(tessera_tests::jobs_plugin_bin())
+        .env("PLUGIN_NAME", "failing")
+        .env("PORT", tessera_tests::free_port().to_string())
+        .env("CORE_BASE_URL", &core.url)
+        .env("REG_TOKEN", token)
+        .env(
+            "JOBS",
+            r#"[{"name": "fail", "schedule": "@every 1s", "path": "/jobs/status/503"}]"#,
+        )
+        .env_remove("REG_TOKEN_FILE")
+        .env_remove("UI_REMOTE_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
+    let mut metrics = String::new();
+    for _ in 0..300 {
+        metrics = reqwest::blocking::get(format!("{}/metrics", core.url))
+            .unwrap()
+            .text()
+            .unwrap();
+        if metrics.contains("outcome=\"Failed\"") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = plugin.kill();
+    let _ = plugin.wait();
     for r in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
         let expr = r["expr"].as_str().unwrap();
         let name = &expr[expr.find("tessera_").unwrap()..];
-        let name = &name[..name.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap()];
-        let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+        let name = &name[..name
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap()];
         assert!(
-            metrics.contains(&format!("# TYPE {family} ")),
-            "{} reads {name}, which the core does not export",
+            metrics.contains(&format!("\n{name}{{")) || metrics.contains(&format!("\n{name} ")),
+            "{} reads {name}, which the core does not export:\n{metrics}",
             r["alert"]
         );
     }
