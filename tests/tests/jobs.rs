@@ -627,7 +627,11 @@ async fn a_sqlite_core_restarted_across_scheduled_times_runs_each_missed_time_on
     );
     for t in (first..=last).step_by(1000) {
         match outcome.get(&t).map(String::as_str) {
-            Some("Succeeded") => assert!(got.keys().any(|k| ms(k) == t)),
+            Some("Succeeded") => assert!(
+                got.keys().any(|k| ms(k) == t),
+                "{t} Succeeded but not received: {:?}; history {history}",
+                p.recorded("start")
+            ),
             Some("Skipped") => assert!(!got.keys().any(|k| ms(k) == t)),
             other => panic!("{t}: {other:?} (down {down}, up {up}); history {history}"),
         }

@@ -49,7 +49,8 @@ impl Shared {
                 .append(true)
                 .open(path)
         {
-            let _ = writeln!(f, "{line}");
+            // One write, so a reader never sees half a line.
+            let _ = f.write_all(format!("{line}\n").as_bytes());
         }
     }
 }

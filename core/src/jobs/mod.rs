@@ -21,6 +21,7 @@ pub mod call;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+mod recorder;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, HashSet};
@@ -261,7 +262,7 @@ impl Jobs {
             .entry(plugin.to_string())
             .or_default()
             .insert(spec.name.clone(), spec);
-        let _ = self.tx.send(Msg::Changed);
+        let _ = self.tx.send(Msg::Changed(vec![plugin.to_string()]));
         Ok(created)
     }
 
@@ -282,7 +283,7 @@ impl Jobs {
         if let Some(m) = write(&self.shared.runtime).get_mut(plugin) {
             m.remove(name);
         }
-        let _ = self.tx.send(Msg::Changed);
+        let _ = self.tx.send(Msg::Changed(vec![plugin.to_string()]));
         Ok(deleted)
     }
 
@@ -331,9 +332,11 @@ impl Jobs {
 
     fn observe(&self, index: &Index, names: &mut dyn Iterator<Item = &str>) {
         let mut gone = Vec::new();
+        let mut touched = Vec::new();
         {
             let mut declared = write(&self.shared.declared);
             for name in names {
+                touched.push(name.to_string());
                 match index.get(name) {
                     Some(rec) => {
                         let specs = declared_by(rec);
@@ -368,7 +371,7 @@ impl Jobs {
                 }
             });
         }
-        let _ = self.tx.send(Msg::Changed);
+        let _ = self.tx.send(Msg::Changed(touched));
     }
 }
 

@@ -18,6 +18,7 @@ use super::call::{self, Target};
 use super::metrics::{JobsMetrics, PluginLabel, RunLabels};
 use super::model::{HISTORY, Job, Outcome, Run, Trigger};
 use super::plan::{self, Decision, Facts};
+use super::recorder::Recorder;
 use super::{JobsError, Shared, now_ms};
 use crate::auth::Keys;
 use crate::auth::call::CallTokens;
@@ -29,8 +30,8 @@ pub(super) type Key = (String, String);
 
 /// What the scheduler is told.
 pub(super) enum Msg {
-    /// The set of jobs changed (a manifest, or a spec registered at run time).
-    Changed,
+    /// The jobs of these plugins changed (a manifest, or a spec registered at run time).
+    Changed(Vec<String>),
     /// A run ended.
     Done(Box<Run>),
     /// An admin asks for a run now.
@@ -89,6 +90,7 @@ impl Scheduler {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let calls = Arc::new(CallTokens::default());
+        let recorder = Recorder::start(self.shared.store.clone());
         loop {
             // Followers answer manual runs through the store (the API does); anything sent
             // here meanwhile is stale.
@@ -107,6 +109,7 @@ impl Scheduler {
             }
             let mut pass = Pass {
                 s: &self,
+                recorder: &recorder,
                 calls: calls.clone(),
                 slots: HashMap::new(),
                 marks: HashMap::new(),
@@ -163,6 +166,7 @@ impl Scheduler {
 /// One stretch of leadership.
 struct Pass<'a> {
     s: &'a Scheduler,
+    recorder: &'a Recorder,
     calls: Arc<CallTokens>,
     slots: HashMap<Key, Slot>,
     /// Marks as the store had them at take-over (for jobs seen later).
@@ -187,7 +191,7 @@ impl Pass<'_> {
         let stored = self.store(|s| s.load()).await?;
         self.s.shared.set_runtime(stored.specs);
         self.marks = stored.marks;
-        self.sync_slots();
+        self.sync_slots(None);
         let now = now_ms();
         let mut interrupted = Vec::new();
         let mut pending = Vec::new();
@@ -222,7 +226,7 @@ impl Pass<'_> {
         match self.store(|s| s.load()).await {
             Ok(stored) => {
                 self.s.shared.set_runtime(stored.specs);
-                self.sync_slots();
+                self.sync_slots(None);
                 let pending = stored
                     .open
                     .into_iter()
@@ -269,10 +273,15 @@ impl Pass<'_> {
         }
     }
 
-    /// Makes the slots match the jobs that exist now.
-    fn sync_slots(&mut self) {
-        let jobs = self.s.shared.jobs();
-        self.s.metrics.scheduled.set(jobs.len() as i64);
+    /// Makes the slots of `plugins` (`None`: all) match the jobs that exist now.
+    fn sync_slots(&mut self, plugins: Option<&[String]>) {
+        let jobs = match plugins {
+            None => self.s.shared.jobs(),
+            Some(names) => names
+                .iter()
+                .flat_map(|p| self.s.shared.jobs_of(p))
+                .collect(),
+        };
         let now = now_ms();
         let mut seen = std::collections::HashSet::new();
         for job in jobs {
@@ -307,7 +316,7 @@ impl Pass<'_> {
         }
         // A job that is gone is no longer scheduled; a call in progress ends on its own.
         self.slots.retain(|k, slot| {
-            let keep = seen.contains(k);
+            let keep = seen.contains(k) || plugins.is_some_and(|p| !p.contains(&k.0));
             if !keep {
                 for a in &slot.running {
                     a.abort.abort();
@@ -315,6 +324,7 @@ impl Pass<'_> {
             }
             keep
         });
+        self.s.metrics.scheduled.set(self.slots.len() as i64);
     }
 
     /// `Err(why)` unless the plugin is Ready and enabled.
@@ -561,7 +571,7 @@ impl Pass<'_> {
 
     async fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Changed => self.sync_slots(),
+            Msg::Changed(plugins) => self.sync_slots(Some(&plugins)),
             Msg::Done(run) => {
                 let key = (run.plugin.clone(), run.job.clone());
                 let Some(slot) = self.slots.get_mut(&key) else {
@@ -625,12 +635,7 @@ impl Pass<'_> {
                 })
                 .observe((f - s).max(0) as f64 / 1000.0);
         }
-        let shared = self.s.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = shared.store.update(std::slice::from_ref(&run)) {
-                tracing::warn!(plugin = %run.plugin, job = %run.job, run = %run.id, error = %e, "jobs: cannot record a run's end");
-            }
-        });
+        self.recorder.record(run);
     }
 
     fn count(&self, run: &Run) {
@@ -662,11 +667,11 @@ impl Pass<'_> {
                 ended.push(r);
             }
         }
-        if shutdown && !ended.is_empty() {
-            for r in &ended {
-                self.count(r);
+        if shutdown {
+            for r in ended {
+                self.finish(r);
             }
-            let _ = self.store(move |s| s.update(&ended)).await;
         }
+        self.recorder.flush().await;
     }
 }
