@@ -11,12 +11,15 @@
 //! - `events`: publish throughput (durable acceptance) and publish-to-delivery latency at a
 //!   fixed rate, against a running core (`events.rs`); `nats-baseline`: bare JetStream
 //!   publishes of the same size, the NATS engine's baseline.
+//! - `jobs`: job lateness at a fixed schedule over a fleet, and the core's idle CPU and RSS
+//!   with and without the jobs (`jobs.rs`).
 //! - `sse`: opens N event streams to a core, reads the core's RSS with all of them open, then
 //!   disables one plugin and measures until every stream has the list without it (fan-out).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: a failed step should stop loudly
 
 mod events;
+mod jobs;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -121,6 +124,28 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
     },
+    /// Job lateness, and the core's idle CPU and RSS with and without the jobs.
+    Jobs {
+        #[arg(long)]
+        core: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The core's process id (CPU and RSS are read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 1000)]
+        plugins: usize,
+        /// Jobs per plugin.
+        #[arg(long, default_value_t = 10)]
+        jobs: usize,
+        #[arg(long, default_value = "* * * * *")]
+        schedule: String,
+        /// The schedule's period, in seconds.
+        #[arg(long, default_value_t = 60)]
+        period: u64,
+        #[arg(long, default_value_t = 2)]
+        ticks: usize,
+    },
     /// What a call token costs the proxy per request: handed out from the cache, or minted.
     CallTokens {
         #[arg(long, default_value_t = 20000)]
@@ -187,6 +212,16 @@ async fn main() {
             size,
             concurrency,
         } => events::nats_baseline(&url, count, size, concurrency).await,
+        Cmd::Jobs {
+            core,
+            data_dir,
+            pid,
+            plugins,
+            jobs,
+            schedule,
+            period,
+            ticks,
+        } => jobs::run(&core, &data_dir, pid, plugins, jobs, &schedule, period, ticks).await,
         Cmd::CallTokens { iterations } => call_tokens(iterations),
     }
 }

@@ -177,7 +177,7 @@ impl Schedule {
             return Err("a schedule is needed: cron (\"*/5 * * * *\"), a macro (\"@hourly\") or \"@every 30s\"".into());
         }
         if let Some(rest) = t.strip_prefix("@every") {
-            let period = parse_period(rest.trim()).map_err(|why| format!("\"{t}\": {why}"))?;
+            let period = parse_period(rest.trim()).map_err(|why| format!("\"{t}\" {why}"))?;
             return Ok(Schedule::Every(period));
         }
         let expr = match t {
@@ -233,9 +233,7 @@ impl Schedule {
 /// `30s`, `5m`, `1h30m`, `250ms` (Go's duration syntax, without fractions).
 fn parse_period(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
-        return Err(
-            "@every needs a duration, e.g. \"@every 30s\", \"@every 5m\", \"@every 1h30m\"".into(),
-        );
+        return Err("needs a duration, e.g. \"@every 30s\", \"@every 5m\", \"@every 1h30m\"".into());
     }
     let mut total: u64 = 0;
     let mut rest = text;
@@ -244,13 +242,11 @@ fn parse_period(text: &str) -> Result<Duration, String> {
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!(
-                "\"{text}\" is not a duration such as 30s, 5m or 1h30m"
-            ));
+            return Err("is not a duration such as 30s, 5m or 1h30m".into());
         }
         let n: u64 = rest[..digits]
             .parse()
-            .map_err(|_| format!("\"{text}\" is too long a duration"))?;
+            .map_err(|_| "is too long a duration".to_string())?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
@@ -260,21 +256,21 @@ fn parse_period(text: &str) -> Result<Duration, String> {
             "s" => 1000,
             "m" => 60_000,
             "h" => 3_600_000,
-            "" => return Err(format!("\"{text}\" needs a unit after {n}: ms, s, m or h")),
-            u => return Err(format!("\"{u}\" is not a unit: ms, s, m or h")),
+            "" => return Err(format!("needs a unit after {n}: ms, s, m or h")),
+            u => return Err(format!("has \"{u}\", not a unit: ms, s, m or h")),
         };
         rest = &rest[unit_len..];
         total = n
             .checked_mul(ms)
             .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("\"{text}\" is too long a duration"))?;
+            .ok_or_else(|| "is too long a duration".to_string())?;
     }
     let d = Duration::from_millis(total);
     if d < MIN_EVERY || d > MAX_EVERY {
-        return Err(format!("{text} is outside 1s-24h"));
+        return Err("is outside 1s-24h".into());
     }
     if !total.is_multiple_of(1000) {
-        return Err(format!("{text} is not whole seconds"));
+        return Err("is not whole seconds".into());
     }
     Ok(d)
 }
@@ -314,7 +310,7 @@ mod tests {
             ("@every 25h", "outside 1s-24h"),
             ("@every 1500ms", "not whole seconds"),
             ("@every 5", "needs a unit"),
-            ("@every 5d", "not a unit"),
+            ("@every 5d", "has \"d\", not a unit"),
             ("@fortnightly", "not a known macro"),
             ("0 0 31 2 *", "never runs"),
         ] {
