@@ -51,7 +51,9 @@ async fn remote(Path(i): Path<usize>) -> impl IntoResponse {
     let scope = name(i).replace('-', "_");
     (
         [(header::CONTENT_TYPE, "text/javascript")],
-        format!("var plugin_{scope}={{init:function(){{}},get:function(){{return Promise.resolve(function(){{return {{}};}});}}}};\n"),
+        format!(
+            "var plugin_{scope}={{init:function(){{}},get:function(){{return Promise.resolve(function(){{return {{}};}});}}}};\n"
+        ),
     )
 }
 
@@ -97,11 +99,25 @@ async fn register_all(
             .issue_registration(&name(i), &[Capability::JobsSchedule], None, None)
             .unwrap();
         let body = json!({"manifest": manifest(i, version, jobs, schedule), "backendUrl": format!("{base}/j/{i}"), "remoteUrl": format!("{base}/j/{i}/mf/remoteEntry.js")});
-        let (client, sem, url) = (client.clone(), sem.clone(), format!("{core}/api/plugins/register"));
+        let (client, sem, url) = (
+            client.clone(),
+            sem.clone(),
+            format!("{core}/api/plugins/register"),
+        );
         tasks.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await.unwrap();
-            let res = client.post(url).bearer_auth(token).json(&body).send().await.unwrap();
-            assert!(res.status().is_success(), "registration: {}", res.text().await.unwrap_or_default());
+            let res = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                res.status().is_success(),
+                "registration: {}",
+                res.text().await.unwrap_or_default()
+            );
         }));
     }
     for t in tasks {
@@ -173,7 +189,10 @@ pub async fn run(
     let cpu_without = idle_window().await;
 
     // With the jobs.
-    register_all(&client, core, &keys, &base, plugins, "1.0.1", jobs, schedule).await;
+    register_all(
+        &client, core, &keys, &base, plugins, "1.0.1", jobs, schedule,
+    )
+    .await;
     wait_ready(&client, core, plugins, "1.0.1").await;
     // Count from the next tick on (the first may find plugins still settling).
     let next_tick = (now_ms() / (period_secs as i64 * 1000) + 1) * period_secs as i64 * 1000;

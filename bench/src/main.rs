@@ -221,7 +221,12 @@ async fn main() {
             schedule,
             period,
             ticks,
-        } => jobs::run(&core, &data_dir, pid, plugins, jobs, &schedule, period, ticks).await,
+        } => {
+            jobs::run(
+                &core, &data_dir, pid, plugins, jobs, &schedule, period, ticks,
+            )
+            .await
+        }
         Cmd::CallTokens { iterations } => call_tokens(iterations),
     }
 }

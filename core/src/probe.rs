@@ -26,7 +26,14 @@ pub const MAX_REMOTE_ENTRY_BYTES: usize = 5 << 20;
 
 /// Builds the HTTP client the core uses to reach plugins.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    client_keeping(timeout, usize::MAX)
+}
+
+/// [`client`], keeping at most `idle` idle connections per plugin between bursts (a minute's
+/// jobs open many at once; keeping them all costs memory for nothing until the next minute).
+pub fn client_keeping(timeout: Duration, idle: usize) -> reqwest::Client {
     reqwest::Client::builder()
+        .pool_max_idle_per_host(idle)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .connect_timeout(timeout)

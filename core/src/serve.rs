@@ -147,9 +147,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tasks.extend(jobs.start(
         registry.clone(),
         keys.clone(),
-        crate::probe::client(std::time::Duration::from_secs(
-            u64::from(tessera_sdk::jobs::MAX_TIMEOUT_SECS) + 5,
-        )),
+        crate::probe::client_keeping(
+            std::time::Duration::from_secs(u64::from(tessera_sdk::jobs::MAX_TIMEOUT_SECS) + 5),
+            8,
+        ),
         metrics.jobs.clone(),
         leading_rx.clone(),
         shutdown_rx.clone(),

@@ -233,7 +233,9 @@ impl Schedule {
 /// `30s`, `5m`, `1h30m`, `250ms` (Go's duration syntax, without fractions).
 fn parse_period(text: &str) -> Result<Duration, String> {
     if text.is_empty() {
-        return Err("needs a duration, e.g. \"@every 30s\", \"@every 5m\", \"@every 1h30m\"".into());
+        return Err(
+            "needs a duration, e.g. \"@every 30s\", \"@every 5m\", \"@every 1h30m\"".into(),
+        );
     }
     let mut total: u64 = 0;
     let mut rest = text;

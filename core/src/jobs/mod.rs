@@ -126,12 +126,31 @@ impl Shared {
         out
     }
 
-    /// The jobs of one plugin.
+    /// The jobs of one plugin (declared first, then those registered at run time).
     pub(crate) fn jobs_of(&self, plugin: &str) -> Vec<Job> {
-        self.jobs()
-            .into_iter()
-            .filter(|j| j.plugin == plugin)
-            .collect()
+        let declared = read(&self.declared);
+        let mine = declared.get(plugin).map(Vec::as_slice).unwrap_or_default();
+        let mut out: Vec<Job> = mine
+            .iter()
+            .map(|spec| Job {
+                plugin: plugin.to_string(),
+                spec: spec.clone(),
+                source: Source::Manifest,
+            })
+            .collect();
+        if let Some(specs) = read(&self.runtime).get(plugin) {
+            out.extend(
+                specs
+                    .values()
+                    .filter(|s| !mine.iter().any(|d| d.name == s.name))
+                    .map(|spec| Job {
+                        plugin: plugin.to_string(),
+                        spec: spec.clone(),
+                        source: Source::Api,
+                    }),
+            );
+        }
+        out
     }
 
     pub(crate) fn set_runtime(&self, specs: Vec<(String, JobSpec)>) {

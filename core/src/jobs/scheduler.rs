@@ -350,12 +350,15 @@ impl Pass<'_> {
         let keys: Vec<Key> = self.slots.keys().cloned().collect();
         // Jobs whose next time waits for a running call: woken by its end, not by the clock.
         let mut waiting = std::collections::HashSet::new();
+        // Jobs whose next time is decided at that time, not ahead of it.
+        let mut at_time = std::collections::HashSet::new();
+        let horizon = now + plan::LEAD_MS;
         for key in keys {
             let exposed = self.exposure(&key.0);
             let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
-            let (times, dropped) = plan::due_times(&slot.schedule, slot.mark_ms, now);
+            let (times, dropped) = plan::due_times(&slot.schedule, slot.mark_ms, horizon);
             if times.is_empty() {
                 continue;
             }
@@ -380,7 +383,11 @@ impl Pass<'_> {
                 };
                 let plugin = &slot.job.plugin;
                 let name = &slot.job.spec.name;
-                match plan::decide(facts) {
+                let Some(decision) = plan::ahead(at, now, plan::decide(facts)) else {
+                    at_time.insert(key.clone());
+                    break;
+                };
+                match decision {
                     Decision::Wait => {
                         waiting.insert(key.clone());
                         break;
@@ -412,7 +419,7 @@ impl Pass<'_> {
                             job: name.clone(),
                             trigger: Trigger::Schedule,
                             scheduled_ms: at,
-                            started_ms: Some(now),
+                            started_ms: Some(now.max(at)),
                             finished_ms: None,
                             outcome: Outcome::Running,
                             status: None,
@@ -461,7 +468,14 @@ impl Pass<'_> {
         self.slots
             .iter()
             .filter(|(k, _)| !waiting.contains(*k))
-            .filter_map(|(_, s)| s.schedule.next_after(s.mark_ms))
+            .filter_map(|(k, s)| {
+                let next = s.schedule.next_after(s.mark_ms)?;
+                Some(if at_time.contains(k) {
+                    next
+                } else {
+                    next - plan::LEAD_MS
+                })
+            })
             .min()
     }
 
@@ -507,14 +521,7 @@ impl Pass<'_> {
         };
         let url = crate::model::plugin_url(&d, &slot.job.spec.path);
         let spec = slot.job.spec.clone();
-        let lateness = (run.started_ms.unwrap_or(run.scheduled_ms) - run.scheduled_ms).max(0);
-        self.s
-            .metrics
-            .lateness
-            .get_or_create(&PluginLabel {
-                plugin: run.plugin.clone(),
-            })
-            .observe(lateness as f64 / 1000.0);
+        let lateness = self.s.metrics.lateness.clone();
         let (http, keys, calls, tx) = (
             self.s.http.clone(),
             self.s.keys.clone(),
@@ -523,6 +530,18 @@ impl Pass<'_> {
         );
         let mut r = run.clone();
         let task = tokio::spawn(async move {
+            // Decided ahead of its time: called at it.
+            let early = r.scheduled_ms - now_ms();
+            if early > 0 {
+                tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
+            }
+            let started = now_ms();
+            r.started_ms = Some(started);
+            lateness
+                .get_or_create(&PluginLabel {
+                    plugin: r.plugin.clone(),
+                })
+                .observe((started - r.scheduled_ms).max(0) as f64 / 1000.0);
             let scheduled = tessera_sdk::time::rfc3339_ms(r.scheduled_ms);
             let target = Target {
                 plugin: &r.plugin,
