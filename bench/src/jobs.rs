@@ -1,7 +1,7 @@
 //! `tessera-bench jobs`: what the jobs surface costs, against a running core.
 //!
-//! This process serves `plugins` plugins (`/j/<i>/readyz`, a remote entry, and
-//! `POST /j/<i>/api/jobs/<job>` that records when each run arrived and for which scheduled
+//! This process serves `plugins` plugins, each on a port of its own (`/readyz`, a remote
+//! entry, and `POST /api/jobs/<job>` that records when each run arrived and for which scheduled
 //! time) and registers them with the core twice: first without jobs (the baseline: the same
 //! fleet, probed), then as a new version declaring `jobs` jobs each on `schedule`. Figures:
 //! - lateness: arrival at the plugin minus the scheduled time (`Tessera-Scheduled-Time`), for
@@ -86,19 +86,18 @@ async fn register_all(
     client: &reqwest::Client,
     core: &str,
     keys: &Keys,
-    base: &str,
-    plugins: usize,
+    bases: &Arc<Vec<String>>,
     version: &str,
     jobs: usize,
     schedule: &str,
 ) {
     let sem = Arc::new(tokio::sync::Semaphore::new(32));
     let mut tasks = Vec::new();
-    for i in 0..plugins {
+    for (i, base) in bases.iter().enumerate() {
         let (token, _) = keys
             .issue_registration(&name(i), &[Capability::JobsSchedule], None, None)
             .unwrap();
-        let body = json!({"manifest": manifest(i, version, jobs, schedule), "backendUrl": format!("{base}/j/{i}"), "remoteUrl": format!("{base}/j/{i}/mf/remoteEntry.js")});
+        let body = json!({"manifest": manifest(i, version, jobs, schedule), "backendUrl": base, "remoteUrl": format!("{base}/mf/remoteEntry.js")});
         let (client, sem, url) = (
             client.clone(),
             sem.clone(),
@@ -158,14 +157,23 @@ pub async fn run(
 ) {
     let keys = Keys::load_or_create(data_dir).unwrap();
     let arrivals: Arrivals = Arc::default();
-    let app = Router::new()
-        .route("/j/{i}/readyz", get(|| async { "ok" }))
-        .route("/j/{i}/mf/remoteEntry.js", get(remote))
-        .route("/j/{i}/api/jobs/{j}", post(run_job))
-        .with_state(arrivals.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Each plugin its own service (its own port), as in a cluster: a burst of calls is spread
+    // over the plugins' listeners, not queued at one.
+    let mut bases = Vec::with_capacity(plugins);
+    for i in 0..plugins {
+        let app = Router::new()
+            .route("/readyz", get(|| async { "ok" }))
+            .route(
+                "/mf/remoteEntry.js",
+                get(move || async move { remote(Path(i)).await }),
+            )
+            .route("/api/jobs/{j}", post(run_job))
+            .with_state(arrivals.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    }
+    let bases = Arc::new(bases);
     let client = reqwest::Client::new();
     let period = Duration::from_secs(period_secs);
     // Idle windows sit between ticks: from a fifth of the period after a tick to four fifths.
@@ -182,17 +190,14 @@ pub async fn run(
     };
 
     // The same fleet without jobs: the baseline.
-    register_all(&client, core, &keys, &base, plugins, "1.0.0", 0, schedule).await;
+    register_all(&client, core, &keys, &bases, "1.0.0", 0, schedule).await;
     wait_ready(&client, core, plugins, "1.0.0").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_without = crate::rss_mib(pid);
     let cpu_without = idle_window().await;
 
     // With the jobs.
-    register_all(
-        &client, core, &keys, &base, plugins, "1.0.1", jobs, schedule,
-    )
-    .await;
+    register_all(&client, core, &keys, &bases, "1.0.1", jobs, schedule).await;
     wait_ready(&client, core, plugins, "1.0.1").await;
     // Count from the next tick on (the first may find plugins still settling).
     let next_tick = (now_ms() / (period_secs as i64 * 1000) + 1) * period_secs as i64 * 1000;

@@ -342,10 +342,13 @@ impl Jobs {
         let run = manual_run(plugin, job, actor, now_ms(), Outcome::Pending);
         let shared = self.shared.clone();
         let r = run.clone();
-        tokio::task::spawn_blocking(move || shared.store.begin(&[r]))
+        let begun = tokio::task::spawn_blocking(move || shared.store.begin(&[r]))
             .await
             .map_err(|e| JobsError::Store(e.to_string()))?
             .map_err(|e| JobsError::Store(e.to_string()))?;
+        if begun.first() != Some(&crate::store::jobs::Begun::Recorded) {
+            return Err(JobsError::Store("the run was not recorded".into()));
+        }
         Ok(run)
     }
 

@@ -23,7 +23,7 @@ use super::{JobsError, Shared, now_ms};
 use crate::auth::Keys;
 use crate::auth::call::CallTokens;
 use crate::registry::Registry;
-use crate::store::jobs::JobStore;
+use crate::store::jobs::{Begun, JobStore};
 
 /// A job's identity: (plugin, job).
 pub(super) type Key = (String, String);
@@ -433,37 +433,46 @@ impl Pass<'_> {
                 slot.mark_ms = at;
             }
         }
+        let mut retry = false;
         if !records.is_empty() {
             let batch = records.clone();
-            match self.store(move |s| s.begin(&batch)).await {
-                Ok(recorded) => {
-                    for (i, run) in records.iter().enumerate() {
-                        if recorded.get(i) == Some(&true) && run.outcome.is_final() {
-                            self.count(run);
-                        }
-                    }
-                    for ((key, replace), i) in starts.into_iter().zip(start_at) {
-                        if recorded.get(i) != Some(&true) {
-                            tracing::info!(plugin = %key.0, job = %key.1, run = %records[i].id, "jobs: scheduled time already decided elsewhere; not run");
-                            continue;
-                        }
-                        self.launch(records[i].clone(), replace);
-                    }
-                }
+            let begun = match self.store(move |s| s.begin(&batch)).await {
+                Ok(b) => b,
                 Err(e) => {
-                    // Nothing was recorded, so nothing is called; the times are decided again
-                    // on the next pass (and missed if that is past their deadline).
                     tracing::warn!(error = %e, "jobs: cannot record runs; retrying");
-                    for run in &records {
+                    vec![Begun::Failed; records.len()]
+                }
+            };
+            let mut replace = vec![false; records.len()];
+            for ((_, r), i) in starts.iter().zip(&start_at) {
+                replace[*i] = *r;
+            }
+            let mut launch = std::collections::HashSet::new();
+            launch.extend(start_at.iter().copied());
+            for (i, run) in records.iter().enumerate() {
+                match begun.get(i).copied().unwrap_or(Begun::Failed) {
+                    Begun::Recorded if launch.contains(&i) => {
+                        self.launch(run.clone(), replace[i]);
+                    }
+                    Begun::Recorded => self.count(run),
+                    Begun::Decided => {
+                        tracing::info!(plugin = %run.plugin, job = %run.job, run = %run.id, "jobs: scheduled time already decided elsewhere; not run");
+                    }
+                    Begun::Failed => {
+                        // Not written, so not called: decided again on the next pass (and
+                        // missed if that is past its deadline).
+                        retry = true;
                         if let Some(slot) =
                             self.slots.get_mut(&(run.plugin.clone(), run.job.clone()))
                         {
                             slot.mark_ms = slot.mark_ms.min(run.scheduled_ms - 1);
                         }
                     }
-                    return Some(now + 1000);
                 }
             }
+        }
+        if retry {
+            return Some(now + 1000);
         }
         self.slots
             .iter()
@@ -635,9 +644,11 @@ impl Pass<'_> {
         let now = now_ms();
         let run = super::manual_run(&plugin, &job, &actor, now, Outcome::Running);
         let r = run.clone();
-        self.store(move |s| s.begin(&[r]))
-            .await
-            .map_err(JobsError::Store)?;
+        match self.store(move |s| s.begin(&[r])).await {
+            Ok(b) if b.first() == Some(&Begun::Recorded) => {}
+            Ok(_) => return Err(JobsError::Store("the run was not recorded".into())),
+            Err(e) => return Err(JobsError::Store(e)),
+        }
         self.launch(run.clone(), concurrency == Concurrency::Replace);
         Ok(run)
     }

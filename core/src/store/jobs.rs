@@ -29,14 +29,25 @@ pub struct Stored {
     pub open: Vec<Run>,
 }
 
+/// What became of one run given to [`JobStore::begin`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Begun {
+    /// Recorded (for a scheduled run, its job's mark moved to it): call it.
+    Recorded,
+    /// Its scheduled time was decided before (the mark is at or past it): never call it.
+    Decided,
+    /// Not written (the store failed for its plugin): decide it again later.
+    Failed,
+}
+
 /// A place jobs keep their state.
 pub trait JobStore: Send + Sync + 'static {
     /// Everything a scheduler needs at take-over (and, with other replicas, on each refresh).
     fn load(&self) -> Result<Stored, StoreError>;
-    /// Records runs before they are called, as one write: a scheduled run only when its time
-    /// is newer than its job's mark (which it then moves); a manual run always. Answers, for
-    /// each run, whether it was recorded.
-    fn begin(&self, runs: &[Run]) -> Result<Vec<bool>, StoreError>;
+    /// Records runs before they are called: a scheduled run only when its time is newer than
+    /// its job's mark (which it then moves, in the same write); a manual run always. Answers,
+    /// for each run, what became of it (`Err`: nothing was written).
+    fn begin(&self, runs: &[Run]) -> Result<Vec<Begun>, StoreError>;
     /// Records what became of runs (by id), keeping the newest [`HISTORY`] of each job.
     fn update(&self, runs: &[Run]) -> Result<(), StoreError>;
     /// A plugin's runs, newest first.
@@ -165,7 +176,7 @@ impl JobStore for SqliteJobs {
         Ok(out)
     }
 
-    fn begin(&self, runs: &[Run]) -> Result<Vec<bool>, StoreError> {
+    fn begin(&self, runs: &[Run]) -> Result<Vec<Begun>, StoreError> {
         let mut conn = lock(&self.conn);
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -183,7 +194,7 @@ impl JobStore for SqliteJobs {
                     .optional()
                     .map_err(err)?;
                 if mark.is_some_and(|m| m >= run.scheduled_ms) {
-                    out.push(false);
+                    out.push(Begun::Decided);
                     continue;
                 }
                 tx.execute(
@@ -207,7 +218,11 @@ impl JobStore for SqliteJobs {
                     ],
                 )
                 .map_err(err)?;
-            out.push(inserted == 1);
+            out.push(if inserted == 1 {
+                Begun::Recorded
+            } else {
+                Begun::Decided
+            });
             if run.outcome.is_final() {
                 touched.insert((run.plugin.as_str(), run.job.as_str()));
             }
@@ -344,26 +359,31 @@ mod tests {
         let s = SqliteJobs::open(&db).unwrap();
         let mut r = run("a", 1000, Outcome::Running);
         r.finished_ms = None;
-        assert_eq!(s.begin(&[r.clone()]).unwrap(), [true]);
+        assert_eq!(s.begin(&[r.clone()]).unwrap(), [Begun::Recorded]);
         // The same time again, or an older one: never recorded (never run) twice.
         assert_eq!(
             s.begin(&[r.clone(), run("a", 500, Outcome::Skipped)])
                 .unwrap(),
-            [false, false]
+            [Begun::Decided, Begun::Decided]
         );
         assert_eq!(s.load().unwrap().open.len(), 1);
         // Reopened (a restart): the mark holds.
         drop(s);
         let s = SqliteJobs::open(&db).unwrap();
         assert_eq!(s.load().unwrap().marks[&("p".into(), "a".into())], 1000);
-        assert_eq!(s.begin(&[r.clone()]).unwrap(), [false]);
+        assert_eq!(s.begin(&[r.clone()]).unwrap(), [Begun::Decided]);
         r.outcome = Outcome::Succeeded;
         s.update(&[r]).unwrap();
         assert!(s.load().unwrap().open.is_empty());
         let many: Vec<Run> = (2..80)
             .map(|i| run("a", i * 1000, Outcome::Skipped))
             .collect();
-        assert!(s.begin(&many).unwrap().iter().all(|b| *b));
+        assert!(
+            s.begin(&many)
+                .unwrap()
+                .iter()
+                .all(|b| *b == Begun::Recorded)
+        );
         let runs = s.runs("p").unwrap();
         assert_eq!(runs.len(), HISTORY);
         assert_eq!(runs[0].scheduled_ms, 79_000);

@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde::{Deserialize, Serialize};
 use tessera_sdk::jobs::JobSpec;
 
 use super::{KubeStore, api_status, failed, managed};
 use crate::runs::{HISTORY, Run, Trigger};
 use crate::store::StoreError;
-use crate::store::jobs::{JobStore, Stored};
+use crate::store::jobs::{Begun, JobStore, Stored};
 
 /// Label naming the plugin a jobs ConfigMap belongs to (and keeping it out of the records'
 /// watch).
@@ -88,66 +88,137 @@ impl Doc {
 /// Jobs in ConfigMaps.
 pub struct KubeJobs(pub(super) Arc<KubeStore>);
 
-impl KubeJobs {
-    fn api(&self) -> Api<ConfigMap> {
-        self.0.configmaps()
-    }
+/// Plugins written at once by one `begin` or `update` (a minute's tick touches many).
+const CONCURRENT: usize = 32;
 
-    fn read(&self, plugin: &str) -> Result<(Doc, Option<String>), StoreError> {
-        let cm = self
-            .0
-            .block("reading a plugin's jobs", self.api().get_opt(&name(plugin)))?
-            .map_err(|e| failed(&name(plugin), e))?;
-        Ok(match cm {
-            Some(cm) => (parse(&cm), cm.metadata.resource_version),
-            None => (Doc::default(), None),
-        })
-    }
+async fn read(store: &KubeStore, plugin: &str) -> Result<(Doc, Option<String>), StoreError> {
+    let cm = store
+        .bounded(
+            "reading a plugin's jobs",
+            store.configmaps().get_opt(&name(plugin)),
+        )
+        .await?
+        .map_err(|e| failed(&name(plugin), e))?;
+    Ok(match cm {
+        Some(cm) => (parse(&cm), cm.metadata.resource_version),
+        None => (Doc::default(), None),
+    })
+}
 
-    /// Applies `f` to the plugin's state and writes it back if it changed, again on conflict.
-    fn modify<T>(&self, plugin: &str, mut f: impl FnMut(&mut Doc) -> T) -> Result<T, StoreError> {
-        for _ in 0..ATTEMPTS {
-            let (mut doc, rv) = self.read(plugin)?;
-            let before = doc.clone();
-            let out = f(&mut doc);
-            if doc == before {
-                return Ok(out);
-            }
-            let cm = ConfigMap {
-                metadata: ObjectMeta {
-                    name: Some(name(plugin)),
-                    namespace: Some(self.0.namespace.clone()),
-                    labels: Some({
-                        let mut l = managed();
-                        l.insert(JOBS_LABEL.to_string(), plugin.to_string());
-                        l
-                    }),
-                    resource_version: rv.clone(),
-                    ..Default::default()
-                },
-                data: Some(BTreeMap::from([(KEY.to_string(), doc.fit()?)])),
-                ..Default::default()
-            };
-            let pp = PostParams::default();
-            let res = match rv {
-                Some(_) => self.0.block(
-                    "writing a plugin's jobs",
-                    self.api().replace(&name(plugin), &pp, &cm),
-                )?,
-                None => self
-                    .0
-                    .block("writing a plugin's jobs", self.api().create(&pp, &cm))?,
-            };
-            match res {
-                Ok(_) => return Ok(out),
-                Err(e) if api_status(&e) == Some(409) => continue,
-                Err(e) => return Err(failed(&name(plugin), e)),
-            }
+/// Applies `f` to the plugin's state and writes it back if it changed, again on conflict.
+async fn modify<T>(
+    store: &KubeStore,
+    plugin: &str,
+    mut f: impl FnMut(&mut Doc) -> T,
+) -> Result<T, StoreError> {
+    let api = store.configmaps();
+    for _ in 0..ATTEMPTS {
+        let (mut doc, rv) = read(store, plugin).await?;
+        let before = doc.clone();
+        let out = f(&mut doc);
+        if doc == before {
+            return Ok(out);
         }
-        Err(StoreError::Failed(format!(
-            "{}: still changed by other writers after {ATTEMPTS} attempts",
-            name(plugin)
-        )))
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name(plugin)),
+                namespace: Some(store.namespace.clone()),
+                labels: Some({
+                    let mut l = managed();
+                    l.insert(JOBS_LABEL.to_string(), plugin.to_string());
+                    l
+                }),
+                resource_version: rv.clone(),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(KEY.to_string(), doc.fit()?)])),
+            ..Default::default()
+        };
+        let pp = PostParams::default();
+        let res = match rv {
+            Some(_) => {
+                store
+                    .bounded(
+                        "writing a plugin's jobs",
+                        api.replace(&name(plugin), &pp, &cm),
+                    )
+                    .await?
+            }
+            None => {
+                store
+                    .bounded("writing a plugin's jobs", api.create(&pp, &cm))
+                    .await?
+            }
+        };
+        match res {
+            Ok(_) => return Ok(out),
+            Err(e) if api_status(&e) == Some(409) => continue,
+            Err(e) => return Err(failed(&name(plugin), e)),
+        }
+    }
+    Err(StoreError::Failed(format!(
+        "{}: still changed by other writers after {ATTEMPTS} attempts",
+        name(plugin)
+    )))
+}
+
+/// A scheduled run is recorded only past its job's mark, which it moves; a run is recorded once.
+fn record(doc: &mut Doc, run: &Run) -> Begun {
+    if run.trigger == Trigger::Schedule {
+        if doc
+            .marks
+            .get(&run.job)
+            .is_some_and(|m| *m >= run.scheduled_ms)
+        {
+            return Begun::Decided;
+        }
+        doc.marks.insert(run.job.clone(), run.scheduled_ms);
+    }
+    if doc
+        .runs
+        .get(&run.job)
+        .is_some_and(|l| l.iter().any(|r| r.id == run.id))
+    {
+        return Begun::Decided;
+    }
+    doc.put_run(run);
+    Begun::Recorded
+}
+
+impl KubeJobs {
+    /// Runs `f` on each plugin's runs, `CONCURRENT` plugins at a time; answers each plugin's
+    /// result with the positions of its runs.
+    fn per_plugin<T: Send + 'static>(
+        &self,
+        runs: &[Run],
+        f: fn(&mut Doc, &[Run]) -> T,
+    ) -> Vec<(Vec<usize>, Result<T, StoreError>)> {
+        let mut groups: BTreeMap<String, (Vec<usize>, Vec<Run>)> = BTreeMap::new();
+        for (i, r) in runs.iter().enumerate() {
+            let g = groups.entry(r.plugin.clone()).or_default();
+            g.0.push(i);
+            g.1.push(r.clone());
+        }
+        let store = self.0.clone();
+        self.0.handle.block_on(async move {
+            let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT));
+            let mut set = tokio::task::JoinSet::new();
+            for (plugin, (idx, mine)) in groups {
+                let (store, permits) = (store.clone(), permits.clone());
+                set.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let r = modify(&store, &plugin, |doc| f(doc, &mine)).await;
+                    (idx, r)
+                });
+            }
+            let mut out = Vec::new();
+            while let Some(done) = set.join_next().await {
+                if let Ok(r) = done {
+                    out.push(r);
+                }
+            }
+            out
+        })
     }
 }
 
@@ -164,7 +235,7 @@ impl JobStore for KubeJobs {
         let lp = ListParams::default().labels(JOBS_LABEL);
         let list = self
             .0
-            .block("listing jobs", self.api().list(&lp))?
+            .block("listing jobs", self.0.configmaps().list(&lp))?
             .map_err(|e| failed("listing jobs ConfigMaps", e))?;
         let mut out = Stored::default();
         for cm in list.items {
@@ -194,86 +265,64 @@ impl JobStore for KubeJobs {
         Ok(out)
     }
 
-    fn begin(&self, runs: &[Run]) -> Result<Vec<bool>, StoreError> {
-        let mut by_plugin: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, r) in runs.iter().enumerate() {
-            by_plugin.entry(r.plugin.as_str()).or_default().push(i);
-        }
-        let mut out = vec![false; runs.len()];
-        for (plugin, idx) in by_plugin {
-            let recorded = self.modify(plugin, |doc| {
-                idx.iter()
-                    .map(|&i| {
-                        let run = &runs[i];
-                        if run.trigger == Trigger::Schedule {
-                            if doc
-                                .marks
-                                .get(&run.job)
-                                .is_some_and(|m| *m >= run.scheduled_ms)
-                            {
-                                return false;
-                            }
-                            doc.marks.insert(run.job.clone(), run.scheduled_ms);
-                        }
-                        if doc
-                            .runs
-                            .get(&run.job)
-                            .is_some_and(|l| l.iter().any(|r| r.id == run.id))
-                        {
-                            return false;
-                        }
-                        doc.put_run(run);
-                        true
-                    })
-                    .collect::<Vec<bool>>()
-            })?;
-            for (k, i) in idx.into_iter().enumerate() {
-                out[i] = recorded[k];
+    fn begin(&self, runs: &[Run]) -> Result<Vec<Begun>, StoreError> {
+        let mut out = vec![Begun::Failed; runs.len()];
+        for (idx, result) in self.per_plugin(runs, |doc, mine| {
+            mine.iter().map(|r| record(doc, r)).collect::<Vec<Begun>>()
+        }) {
+            match result {
+                Ok(begun) => {
+                    for (i, b) in idx.into_iter().zip(begun) {
+                        out[i] = b;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "jobs: runs of a plugin not recorded"),
             }
         }
         Ok(out)
     }
 
     fn update(&self, runs: &[Run]) -> Result<(), StoreError> {
-        let mut by_plugin: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
-        for r in runs {
-            by_plugin.entry(r.plugin.as_str()).or_default().push(r);
+        let mut first = None;
+        for (_, result) in self.per_plugin(runs, |doc, mine| {
+            for r in mine {
+                doc.put_run(r);
+            }
+        }) {
+            if let Err(e) = result {
+                first.get_or_insert(e);
+            }
         }
-        for (plugin, list) in by_plugin {
-            self.modify(plugin, |doc| {
-                for r in &list {
-                    doc.put_run(r);
-                }
-            })?;
-        }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn runs(&self, plugin: &str) -> Result<Vec<Run>, StoreError> {
-        let (doc, _) = self.read(plugin)?;
+        let (doc, _) = self.0.handle.block_on(read(&self.0, plugin))?;
         let mut out: Vec<Run> = doc.runs.into_values().flatten().collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.scheduled_ms));
         Ok(out)
     }
 
     fn put_spec(&self, plugin: &str, spec: &JobSpec) -> Result<bool, StoreError> {
-        self.modify(plugin, |doc| {
+        self.0.handle.block_on(modify(&self.0, plugin, |doc| {
             doc.specs.insert(spec.name.clone(), spec.clone()).is_none()
-        })
+        }))
     }
 
     fn delete_spec(&self, plugin: &str, job: &str) -> Result<bool, StoreError> {
-        self.modify(plugin, |doc| {
+        self.0.handle.block_on(modify(&self.0, plugin, |doc| {
             doc.marks.remove(job);
             doc.runs.remove(job);
             doc.specs.remove(job).is_some()
-        })
+        }))
     }
 
     fn forget(&self, plugin: &str) -> Result<(), StoreError> {
         match self.0.block(
             "deleting a plugin's jobs",
-            self.api().delete(&name(plugin), &DeleteParams::default()),
+            self.0
+                .configmaps()
+                .delete(&name(plugin), &DeleteParams::default()),
         )? {
             Ok(_) => Ok(()),
             Err(e) if api_status(&e) == Some(404) => Ok(()),
