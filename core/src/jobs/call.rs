@@ -2,16 +2,87 @@
 //! `Tessera-Job`, `Tessera-Run-Id` and `Tessera-Scheduled-Time` headers, bounded by the job's
 //! timeout; the first 4 KiB of the answer's body are kept.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
 use reqwest::header;
+use tessera_sdk::jobs::JobSpec;
 
-use super::model::{BODY_BYTES, clip};
+use super::metrics::PluginLabel;
+use super::model::{BODY_BYTES, Outcome, Run, clip};
+use super::{now_ms, plan};
 use crate::auth::Keys;
 use crate::auth::call::{CallKind, CallTokens, OnBehalfOf};
 
+/// What a run's calls need.
+pub(super) struct Caller {
+    pub(super) http: reqwest::Client,
+    pub(super) keys: Arc<Keys>,
+    pub(super) calls: Arc<CallTokens>,
+    /// `tessera_jobs_lateness_seconds`, observed when the first attempt starts.
+    pub(super) lateness: Family<PluginLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Caller {
+    /// Runs `r` (recorded, maybe ahead of its time): waits for its scheduled time, makes its
+    /// attempts with backoff between them, and answers the run as it ended.
+    pub(super) async fn run(self, url: String, spec: JobSpec, mut r: Run) -> Run {
+        let early = r.scheduled_ms - now_ms();
+        if early > 0 {
+            tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
+        }
+        let started = now_ms();
+        r.started_ms = Some(started);
+        self.lateness
+            .get_or_create(&PluginLabel {
+                plugin: r.plugin.clone(),
+            })
+            .observe((started - r.scheduled_ms).max(0) as f64 / 1000.0);
+        let scheduled = tessera_sdk::time::rfc3339_ms(r.scheduled_ms);
+        let target = Target {
+            plugin: &r.plugin,
+            url: &url,
+            job: &r.job,
+            run_id: &r.id,
+            scheduled: &scheduled,
+            timeout: Duration::from_secs(u64::from(spec.timeout_seconds)),
+        };
+        let mut attempts = 0;
+        let answer = loop {
+            attempts += 1;
+            let a = attempt(&self.http, &self.keys, &self.calls, &target).await;
+            if a.failure.is_none() || attempts > spec.retries {
+                break a;
+            }
+            tracing::info!(plugin = %r.plugin, job = %r.job, run = %r.id, attempts, why = ?a.failure, "jobs: run attempt failed; retrying");
+            tokio::time::sleep(plan::retry_delay(attempts + 1, crate::model::unit_random())).await;
+        };
+        r.attempt = attempts;
+        r.status = answer.status;
+        r.body = answer.body;
+        r.finished_ms = Some(now_ms());
+        match answer.failure {
+            None => {
+                r.outcome = Outcome::Succeeded;
+                r.message = None;
+            }
+            Some(why) => {
+                r.outcome = Outcome::Failed;
+                r.message = Some(if attempts > 1 {
+                    format!("{why} (after {attempts} attempts)")
+                } else {
+                    why
+                });
+            }
+        }
+        r
+    }
+}
+
 /// Where and what to call.
-pub(super) struct Target<'a> {
+struct Target<'a> {
     /// The plugin.
     pub plugin: &'a str,
     /// `backendUrl + basePath + path`.
@@ -28,7 +99,7 @@ pub(super) struct Target<'a> {
 
 /// How an attempt ended.
 #[derive(Debug)]
-pub(super) struct Answer {
+struct Answer {
     /// The HTTP status, when one came.
     pub status: Option<u16>,
     /// The first 4 KiB of the body.
@@ -38,7 +109,7 @@ pub(super) struct Answer {
 }
 
 /// Makes one attempt.
-pub(super) async fn attempt(
+async fn attempt(
     http: &reqwest::Client,
     keys: &Keys,
     calls: &CallTokens,

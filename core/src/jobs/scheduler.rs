@@ -14,7 +14,7 @@ use tessera_sdk::jobs::{Concurrency, Schedule};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::AbortHandle;
 
-use super::call::{self, Target};
+use super::call;
 use super::metrics::{JobsMetrics, PluginLabel, RunLabels};
 use super::model::{HISTORY, Job, Outcome, Run, Trigger};
 use super::plan::{self, Decision, Facts};
@@ -529,67 +529,16 @@ impl Pass<'_> {
             return;
         };
         let url = crate::model::plugin_url(&d, &slot.job.spec.path);
-        let spec = slot.job.spec.clone();
-        let lateness = self.s.metrics.lateness.clone();
-        let (http, keys, calls, tx) = (
-            self.s.http.clone(),
-            self.s.keys.clone(),
-            self.calls.clone(),
-            self.s.tx.clone(),
-        );
-        let mut r = run.clone();
+        let who = call::Caller {
+            http: self.s.http.clone(),
+            keys: self.s.keys.clone(),
+            calls: self.calls.clone(),
+            lateness: self.s.metrics.lateness.clone(),
+        };
+        let (spec, tx, r) = (slot.job.spec.clone(), self.s.tx.clone(), run.clone());
         let task = tokio::spawn(async move {
-            // Decided ahead of its time: called at it.
-            let early = r.scheduled_ms - now_ms();
-            if early > 0 {
-                tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
-            }
-            let started = now_ms();
-            r.started_ms = Some(started);
-            lateness
-                .get_or_create(&PluginLabel {
-                    plugin: r.plugin.clone(),
-                })
-                .observe((started - r.scheduled_ms).max(0) as f64 / 1000.0);
-            let scheduled = tessera_sdk::time::rfc3339_ms(r.scheduled_ms);
-            let target = Target {
-                plugin: &r.plugin,
-                url: &url,
-                job: &r.job,
-                run_id: &r.id,
-                scheduled: &scheduled,
-                timeout: Duration::from_secs(u64::from(spec.timeout_seconds)),
-            };
-            let mut attempt = 0;
-            let answer = loop {
-                attempt += 1;
-                let a = call::attempt(&http, &keys, &calls, &target).await;
-                if a.failure.is_none() || attempt > spec.retries {
-                    break a;
-                }
-                tracing::info!(plugin = %r.plugin, job = %r.job, run = %r.id, attempt, why = ?a.failure, "jobs: run attempt failed; retrying");
-                tokio::time::sleep(plan::retry_delay(attempt + 1, crate::model::unit_random()))
-                    .await;
-            };
-            r.attempt = attempt;
-            r.status = answer.status;
-            r.body = answer.body;
-            r.finished_ms = Some(now_ms());
-            match answer.failure {
-                None => {
-                    r.outcome = Outcome::Succeeded;
-                    r.message = None;
-                }
-                Some(why) => {
-                    r.outcome = Outcome::Failed;
-                    r.message = Some(if attempt > 1 {
-                        format!("{why} (after {attempt} attempts)")
-                    } else {
-                        why
-                    });
-                }
-            }
-            let _ = tx.send(Msg::Done(Box::new(r)));
+            let ended = who.run(url, spec, r).await;
+            let _ = tx.send(Msg::Done(Box::new(ended)));
         });
         slot.running.push(Active {
             run,
