@@ -627,7 +627,8 @@ async fn a_sqlite_core_restarted_across_scheduled_times_runs_each_missed_time_on
     );
     for t in (first..=last).step_by(1000) {
         match outcome.get(&t).map(String::as_str) {
-            Some("Succeeded") => assert!(
+            // Running: received, its end not recorded yet when the history was read.
+            Some("Succeeded" | "Running") => assert!(
                 got.keys().any(|k| ms(k) == t),
                 "{t} Succeeded but not received: {:?}; history {history}",
                 p.recorded("start")

@@ -53,7 +53,45 @@ struct Slot {
     schedule: Schedule,
     /// Newest scheduled time decided.
     mark_ms: i64,
+    /// The first scheduled time after the mark (kept with it: a pass looks only at due slots).
+    next_ms: Option<i64>,
+    /// Its next time waits for a running call to end (woken by the end, not the clock).
+    waiting: bool,
+    /// Its next time is decided at that time, not ahead of it.
+    at_time: bool,
     running: Vec<Active>,
+}
+
+impl Slot {
+    fn new(job: Job, schedule: Schedule, mark_ms: i64) -> Slot {
+        let mut slot = Slot {
+            job,
+            schedule,
+            mark_ms,
+            next_ms: None,
+            waiting: false,
+            at_time: false,
+            running: Vec::new(),
+        };
+        slot.set_mark(mark_ms);
+        slot
+    }
+
+    fn set_mark(&mut self, mark_ms: i64) {
+        self.mark_ms = mark_ms;
+        self.next_ms = self.schedule.next_after(mark_ms);
+        self.at_time = false;
+    }
+
+    /// When the scheduler should look at this job again (`None`: on a call's end).
+    fn wake(&self) -> Option<i64> {
+        let next = self.next_ms?;
+        match (self.waiting, self.at_time) {
+            (true, _) => None,
+            (false, true) => Some(next),
+            (false, false) => Some(next - plan::LEAD_MS),
+        }
+    }
 }
 
 /// The scheduler's parts.
@@ -293,6 +331,7 @@ impl Pass<'_> {
                     if let Ok(schedule) = Schedule::parse(&job.spec.schedule) {
                         slot.schedule = schedule;
                         slot.job = job;
+                        slot.set_mark(slot.mark_ms);
                     }
                 }
                 None => {
@@ -302,15 +341,7 @@ impl Pass<'_> {
                     };
                     // A job never decided before starts from now: its first time is the next.
                     let mark_ms = self.marks.get(&key).copied().unwrap_or(now);
-                    self.slots.insert(
-                        key,
-                        Slot {
-                            job,
-                            schedule,
-                            mark_ms,
-                            running: Vec::new(),
-                        },
-                    );
+                    self.slots.insert(key, Slot::new(job, schedule, mark_ms));
                 }
             }
         }
@@ -347,17 +378,22 @@ impl Pass<'_> {
         let mut records: Vec<Run> = Vec::new();
         let mut starts: Vec<(Key, bool)> = Vec::new(); // (key, replace) by index in `records`
         let mut start_at: Vec<usize> = Vec::new();
-        let keys: Vec<Key> = self.slots.keys().cloned().collect();
-        // Jobs whose next time waits for a running call: woken by its end, not by the clock.
-        let mut waiting = std::collections::HashSet::new();
-        // Jobs whose next time is decided at that time, not ahead of it.
-        let mut at_time = std::collections::HashSet::new();
         let horizon = now + plan::LEAD_MS;
-        for key in keys {
+        // Only the jobs with a time due by the horizon (a pass with nothing due is a scan of
+        // numbers).
+        let due: Vec<Key> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.next_ms.is_some_and(|n| n <= horizon))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
             let exposed = self.exposure(&key.0);
             let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
+            slot.waiting = false;
+            slot.at_time = false;
             let (times, dropped) = plan::due_times(&slot.schedule, slot.mark_ms, horizon);
             if times.is_empty() {
                 continue;
@@ -384,12 +420,12 @@ impl Pass<'_> {
                 let plugin = &slot.job.plugin;
                 let name = &slot.job.spec.name;
                 let Some(decision) = plan::ahead(at, now, plan::decide(facts)) else {
-                    at_time.insert(key.clone());
+                    slot.at_time = true;
                     break;
                 };
                 match decision {
                     Decision::Wait => {
-                        waiting.insert(key.clone());
+                        slot.waiting = true;
                         break;
                     }
                     Decision::Miss(_) if i < unrecorded => {}
@@ -430,7 +466,7 @@ impl Pass<'_> {
                         });
                     }
                 }
-                slot.mark_ms = at;
+                slot.set_mark(at);
             }
         }
         let mut retry = false;
@@ -465,7 +501,8 @@ impl Pass<'_> {
                         if let Some(slot) =
                             self.slots.get_mut(&(run.plugin.clone(), run.job.clone()))
                         {
-                            slot.mark_ms = slot.mark_ms.min(run.scheduled_ms - 1);
+                            let mark = slot.mark_ms.min(run.scheduled_ms - 1);
+                            slot.set_mark(mark);
                         }
                     }
                 }
@@ -474,18 +511,7 @@ impl Pass<'_> {
         if retry {
             return Some(now + 1000);
         }
-        self.slots
-            .iter()
-            .filter(|(k, _)| !waiting.contains(*k))
-            .filter_map(|(k, s)| {
-                let next = s.schedule.next_after(s.mark_ms)?;
-                Some(if at_time.contains(k) {
-                    next
-                } else {
-                    next - plan::LEAD_MS
-                })
-            })
-            .min()
+        self.slots.values().filter_map(Slot::wake).min()
     }
 
     /// Calls the plugin for a recorded run (cancelling the running ones first under Replace).
