@@ -30,7 +30,7 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 }
 
 /// [`client`], keeping at most `idle` idle connections per plugin between bursts (a minute's
-/// jobs open many at once; keeping them all costs memory for nothing until the next minute).
+/// jobs open several per plugin at once; kept, the next minute reuses them).
 pub fn client_keeping(timeout: Duration, idle: usize) -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(idle)

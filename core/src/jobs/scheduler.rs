@@ -6,7 +6,7 @@
 //! (`plan::decide`), recorded with [`JobStore::begin`] in one write, and only then called. A
 //! time the store refuses (its mark moved: another scheduler decided it) is not called.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,7 +149,7 @@ impl Scheduler {
                 s: &self,
                 recorder: &recorder,
                 calls: calls.clone(),
-                slots: HashMap::new(),
+                slots: BTreeMap::new(),
                 marks: HashMap::new(),
                 took_over_ms: now_ms(),
             };
@@ -206,7 +206,8 @@ struct Pass<'a> {
     s: &'a Scheduler,
     recorder: &'a Recorder,
     calls: Arc<CallTokens>,
-    slots: HashMap<Key, Slot>,
+    /// By (plugin, job): a plugin's jobs are one range.
+    slots: BTreeMap<Key, Slot>,
     /// Marks as the store had them at take-over (for jobs seen later).
     marks: HashMap<Key, i64>,
     took_over_ms: i64,
@@ -346,15 +347,31 @@ impl Pass<'_> {
             }
         }
         // A job that is gone is no longer scheduled; a call in progress ends on its own.
-        self.slots.retain(|k, slot| {
-            let keep = seen.contains(k) || plugins.is_some_and(|p| !p.contains(&k.0));
-            if !keep {
+        let gone: Vec<Key> = match plugins {
+            None => self
+                .slots
+                .keys()
+                .filter(|k| !seen.contains(*k))
+                .cloned()
+                .collect(),
+            Some(names) => names
+                .iter()
+                .flat_map(|p| {
+                    self.slots
+                        .range((p.clone(), String::new())..)
+                        .take_while(move |(k, _)| k.0 == *p)
+                        .map(|(k, _)| k.clone())
+                })
+                .filter(|k| !seen.contains(k))
+                .collect(),
+        };
+        for key in gone {
+            if let Some(slot) = self.slots.remove(&key) {
                 for a in &slot.running {
                     a.abort.abort();
                 }
             }
-            keep
-        });
+        }
         self.s.metrics.scheduled.set(self.slots.len() as i64);
     }
 
@@ -541,11 +558,11 @@ impl Pass<'_> {
         let Some(slot) = self.slots.get_mut(&key) else {
             return;
         };
-        let Some(d) = self
-            .s
-            .registry
+        let index = self.s.registry.index();
+        let Some(url) = index
             .get(&run.plugin)
-            .and_then(|r| r.exposed().cloned())
+            .and_then(|r| r.exposed())
+            .map(|d| crate::model::plugin_url(d, &slot.job.spec.path))
         else {
             let mut r = run;
             r.outcome = Outcome::Skipped;
@@ -554,7 +571,6 @@ impl Pass<'_> {
             self.finish(r);
             return;
         };
-        let url = crate::model::plugin_url(&d, &slot.job.spec.path);
         let who = call::Caller {
             http: self.s.http.clone(),
             keys: self.s.keys.clone(),
