@@ -149,7 +149,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         keys.clone(),
         crate::probe::client_keeping(
             std::time::Duration::from_secs(u64::from(tessera_sdk::jobs::MAX_TIMEOUT_SECS) + 5),
-            16,
+            8,
         ),
         metrics.jobs.clone(),
         leading_rx.clone(),

@@ -194,6 +194,16 @@ async fn a_job_every_second_runs_each_scheduled_time_once_with_a_job_call_token(
             "the answer's body is kept with the run"
         );
     }
+    // A job's route answers job runs only: a request through the proxy (a call token of kind
+    // request) is refused by the SDK's JobRun, and never counted as a run.
+    let res = http()
+        .post(format!("{}/api/proxy/clock/jobs/ok", core.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_a_job_run", "{body}");
     let metrics = http()
         .get(format!("{}/metrics", core.url))
         .send()
