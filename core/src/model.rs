@@ -67,3 +67,16 @@ pub fn join_url(base: &str, prefix: &str, path: &str) -> String {
     }
     url
 }
+
+/// A string cut to at most `max` bytes on a character boundary (for values that go into
+/// bounded fields: an Event's note, a run's kept body).
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

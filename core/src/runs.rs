@@ -158,15 +158,3 @@ impl Run {
         })
     }
 }
-
-/// A string cut to at most `max` bytes on a character boundary.
-pub fn clip(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}

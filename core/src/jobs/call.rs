@@ -26,13 +26,9 @@ pub(super) struct Caller {
 }
 
 impl Caller {
-    /// Runs `r` (recorded, maybe ahead of its time): waits for its scheduled time, makes its
-    /// attempts with backoff between them, and answers the run as it ended.
+    /// Runs `r` (recorded): makes its attempts with backoff between them, and answers the run
+    /// as it ended.
     pub(super) async fn run(self, url: String, spec: JobSpec, mut r: Run) -> Run {
-        let early = r.scheduled_ms - now_ms();
-        if early > 0 {
-            tokio::time::sleep(Duration::from_millis(early.unsigned_abs())).await;
-        }
         let started = now_ms();
         r.started_ms = Some(started);
         self.lateness

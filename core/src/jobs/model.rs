@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use tessera_sdk::jobs::JobSpec;
 use tessera_sdk::time::rfc3339_ms;
 
-pub use crate::runs::{BODY_BYTES, HISTORY, Outcome, Run, Trigger, clip};
+pub use crate::model::clip;
+pub use crate::runs::{BODY_BYTES, HISTORY, Outcome, Run, Trigger};
 
 /// Where a job's spec comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -97,16 +97,6 @@ pub fn decide(f: Facts<'_>) -> Decision {
     }
 }
 
-/// How far ahead of a scheduled time the scheduler decides and records it, so the write is done
-/// by the time the call is due and thousands of runs due at one second start on time.
-pub const LEAD_MS: i64 = 500;
-
-/// A time not yet due (`at > now`) is decided ahead only when it simply starts: anything else
-/// (skip, replace, wait, the plugin not Ready now) may change by its time and is decided then.
-pub fn ahead(at_ms: i64, now_ms: i64, d: Decision) -> Option<Decision> {
-    (at_ms <= now_ms || d == Decision::Start).then_some(d)
-}
-
 /// The wait before attempt `next` (2, 3, ...) of a run: 1 s doubling, capped at 60 s, jittered
 /// to between half and all of it (`unit` in [0, 1)).
 pub fn retry_delay(next: u32, unit: f64) -> Duration {
@@ -209,18 +199,6 @@ mod tests {
                 ..caught_up
             }),
             Decision::Start
-        );
-    }
-
-    #[test]
-    fn only_a_plain_start_is_decided_ahead_of_its_time() {
-        assert_eq!(ahead(1500, 1000, Decision::Start), Some(Decision::Start));
-        assert_eq!(ahead(1500, 1000, Decision::Replace), None);
-        assert_eq!(ahead(1500, 1000, Decision::Skip("x".into())), None);
-        assert_eq!(ahead(1500, 1000, Decision::Wait), None);
-        assert_eq!(
-            ahead(1000, 1000, Decision::Skip("x".into())),
-            Some(Decision::Skip("x".into()))
         );
     }
 

@@ -57,8 +57,6 @@ struct Slot {
     next_ms: Option<i64>,
     /// Its next time waits for a running call to end (woken by the end, not the clock).
     waiting: bool,
-    /// Its next time is decided at that time, not ahead of it.
-    at_time: bool,
     running: Vec<Active>,
 }
 
@@ -70,7 +68,6 @@ impl Slot {
             mark_ms,
             next_ms: None,
             waiting: false,
-            at_time: false,
             running: Vec::new(),
         };
         slot.set_mark(mark_ms);
@@ -80,17 +77,11 @@ impl Slot {
     fn set_mark(&mut self, mark_ms: i64) {
         self.mark_ms = mark_ms;
         self.next_ms = self.schedule.next_after(mark_ms);
-        self.at_time = false;
     }
 
     /// When the scheduler should look at this job again (`None`: on a call's end).
     fn wake(&self) -> Option<i64> {
-        let next = self.next_ms?;
-        match (self.waiting, self.at_time) {
-            (true, _) => None,
-            (false, true) => Some(next),
-            (false, false) => Some(next - plan::LEAD_MS),
-        }
+        if self.waiting { None } else { self.next_ms }
     }
 }
 
@@ -395,9 +386,10 @@ impl Pass<'_> {
         let mut records: Vec<Run> = Vec::new();
         let mut starts: Vec<(Key, bool)> = Vec::new(); // (key, replace) by index in `records`
         let mut start_at: Vec<usize> = Vec::new();
-        let horizon = now + plan::LEAD_MS;
-        // Only the jobs with a time due by the horizon (a pass with nothing due is a scan of
-        // numbers).
+        // Only the jobs with a time due (a pass with nothing due is a scan of numbers). A time
+        // is decided, recorded and called at that time, never ahead of it: a run recorded but
+        // not yet called when its scheduler dies would be lost (recorded, so never run again).
+        let horizon = now;
         let due: Vec<Key> = self
             .slots
             .iter()
@@ -410,7 +402,6 @@ impl Pass<'_> {
                 continue;
             };
             slot.waiting = false;
-            slot.at_time = false;
             let (times, dropped) = plan::due_times(&slot.schedule, slot.mark_ms, horizon);
             if times.is_empty() {
                 continue;
@@ -436,11 +427,7 @@ impl Pass<'_> {
                 };
                 let plugin = &slot.job.plugin;
                 let name = &slot.job.spec.name;
-                let Some(decision) = plan::ahead(at, now, plan::decide(facts)) else {
-                    slot.at_time = true;
-                    break;
-                };
-                match decision {
+                match plan::decide(facts) {
                     Decision::Wait => {
                         slot.waiting = true;
                         break;
@@ -472,7 +459,7 @@ impl Pass<'_> {
                             job: name.clone(),
                             trigger: Trigger::Schedule,
                             scheduled_ms: at,
-                            started_ms: Some(now.max(at)),
+                            started_ms: Some(now),
                             finished_ms: None,
                             outcome: Outcome::Running,
                             status: None,

@@ -102,8 +102,31 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Failed(format!("jobs: {e}"))
 }
 
-fn to_json(run: &Run) -> Result<String, StoreError> {
-    serde_json::to_string(run).map_err(err)
+/// Writes a run: `INSERT OR IGNORE` (a new run) or an upsert (its end); true when it wrote.
+fn write_run(tx: &rusqlite::Transaction<'_>, run: &Run, upsert: bool) -> Result<bool, StoreError> {
+    let json = serde_json::to_string(run).map_err(err)?;
+    let sql = if upsert {
+        "INSERT INTO job_runs (plugin, job, id, scheduled_ms, outcome, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (plugin, id) DO UPDATE SET outcome = excluded.outcome, run = excluded.run"
+    } else {
+        "INSERT OR IGNORE INTO job_runs (plugin, job, id, scheduled_ms, outcome, run)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    };
+    let n = tx
+        .execute(
+            sql,
+            params![
+                run.plugin,
+                run.job,
+                run.id,
+                run.scheduled_ms,
+                run.outcome.as_str(),
+                json
+            ],
+        )
+        .map_err(err)?;
+    Ok(n == 1)
 }
 
 impl SqliteJobs {
@@ -208,21 +231,8 @@ impl JobStore for SqliteJobs {
                 )
                 .map_err(err)?;
             }
-            let inserted = tx
-                .execute(
-                    "INSERT OR IGNORE INTO job_runs (plugin, job, id, scheduled_ms, outcome, run)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        run.plugin,
-                        run.job,
-                        run.id,
-                        run.scheduled_ms,
-                        run.outcome.as_str(),
-                        to_json(run)?
-                    ],
-                )
-                .map_err(err)?;
-            out.push(if inserted == 1 {
+            let inserted = write_run(&tx, run, false)?;
+            out.push(if inserted {
                 Begun::Recorded
             } else {
                 Begun::Decided
@@ -245,20 +255,7 @@ impl JobStore for SqliteJobs {
             .map_err(err)?;
         let mut touched = std::collections::BTreeSet::new();
         for run in runs {
-            tx.execute(
-                "INSERT INTO job_runs (plugin, job, id, scheduled_ms, outcome, run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (plugin, id) DO UPDATE SET outcome = excluded.outcome, run = excluded.run",
-                params![
-                    run.plugin,
-                    run.job,
-                    run.id,
-                    run.scheduled_ms,
-                    run.outcome.as_str(),
-                    to_json(run)?
-                ],
-            )
-            .map_err(err)?;
+            write_run(&tx, run, true)?;
             touched.insert((run.plugin.as_str(), run.job.as_str()));
         }
         // A job's old runs are dropped every few ends, not on each (a minute's tick ends

@@ -44,12 +44,12 @@ impl KubeStore {
                 annotations: Some(annotations),
                 ..Default::default()
             },
-            action: Some(truncate(&e.action, 128)),
+            action: Some(crate::model::clip(&e.action, 128)),
             reason: Some(reason_of(&e.action)),
-            note: Some(truncate(&e.reason, 1024)),
+            note: Some(crate::model::clip(&e.reason, 1024)),
             regarding: Some(regarding),
             reporting_controller: Some(CONTROLLER.into()),
-            reporting_instance: Some(truncate(&self.identity, 128)),
+            reporting_instance: Some(crate::model::clip(&self.identity, 128)),
             event_time: Some(MicroTime(Timestamp::now())),
             type_: Some("Normal".into()),
             ..Default::default()
@@ -102,17 +102,6 @@ impl KubeStore {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 /// An Event `reason` (UpperCamelCase) from an audit action (`accept-remote` -> `AcceptRemote`).
 fn reason_of(action: &str) -> String {
     action
@@ -140,7 +129,7 @@ mod tests {
 
     #[test]
     fn truncation_keeps_characters_whole() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 8), "abc");
+        assert_eq!(crate::model::clip("héllo", 2), "h");
+        assert_eq!(crate::model::clip("abc", 8), "abc");
     }
 }
