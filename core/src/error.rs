@@ -60,6 +60,10 @@ codes! {
     JobNotFound = "job_not_found", NOT_FOUND;
     JobDeclared = "job_declared", CONFLICT;
     JobRunning = "job_running", CONFLICT;
+    InvalidSecret = "invalid_secret", BAD_REQUEST;
+    SecretNotDeclared = "secret_not_declared", FORBIDDEN;
+    SecretNotFound = "secret_not_found", NOT_FOUND;
+    SecretsManagedElsewhere = "secrets_managed_elsewhere", CONFLICT;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;

@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod registry;
 pub mod runs;
+pub mod secrets;
 pub mod serve;
 pub mod shell;
 pub mod store;

@@ -192,6 +192,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         proxy,
         events,
         jobs,
+        secrets: Arc::new(crate::secrets::Secrets::new(
+            opened.secrets.clone(),
+            config.plugins.clone(),
+        )),
         service_accounts,
         config: shared_config,
         probed: probed_rx,

@@ -87,6 +87,18 @@ pub fn jobs_plugin_bin() -> PathBuf {
     bin
 }
 
+/// Path of the surfaces plugin (`bench/src/bin/surfaces-plugin.rs`), built with the workspace.
+pub fn surfaces_plugin_bin() -> PathBuf {
+    let bin =
+        tessera_bin().with_file_name(format!("surfaces-plugin{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --workspace --bins`",
+        bin.display()
+    );
+    bin
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -15,6 +15,7 @@ mod plugin_v1;
 mod proxy;
 mod register;
 mod reports;
+mod secrets;
 mod shell;
 mod views;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub events: Arc<crate::events::Events>,
     /// Plugins' scheduled jobs.
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// Plugin secrets.
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// ServiceAccounts that may register their plugin, and who checks their tokens.
     pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
@@ -132,6 +135,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/plugin/v1/jobs/{name}"),
     ("GET", "/api/plugins/{name}/jobs"),
     ("POST", "/api/plugins/{name}/jobs/{job}/run"),
+    ("GET", "/api/plugin/v1/secrets/{name}"),
+    ("GET", "/api/plugins/{name}/secrets"),
+    ("PUT", "/api/plugins/{name}/secrets/{secret}"),
+    ("DELETE", "/api/plugins/{name}/secrets/{secret}"),
     ("GET", "/auth/login"),
     ("GET", "/auth/callback"),
     ("POST", "/auth/logout"),
@@ -168,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .merge(proxy::routes())
         .merge(events::routes())
         .merge(jobs::routes())
+        .merge(secrets::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -7,6 +7,7 @@ mod dev;
 mod health;
 mod keys;
 mod plugin;
+mod secret;
 mod serve;
 mod token;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Work with plugin manifests and plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Set, list and delete plugin secrets (SQLite store); rotate their key.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
     /// Exit 0 when a core answers its health endpoint (a container HEALTHCHECK).
     Health(health::HealthArgs),
 }
@@ -50,6 +54,7 @@ pub fn run() -> ExitCode {
         Command::Token(cmd) => token::token(cmd),
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Keys(cmd) => keys::keys(cmd),
+        Command::Secret(cmd) => secret::secret(cmd),
         Command::Health(args) => health::health(args),
     }
 }

@@ -90,7 +90,7 @@ pub(crate) struct ApiArgs {
         env = "TESSERA_URL",
         default_value = "http://127.0.0.1:8080"
     )]
-    url: String,
+    pub(crate) url: String,
     /// An admin token (`tessera token issue --admin`; `make run` prints one).
     #[arg(
         long,
@@ -98,10 +98,10 @@ pub(crate) struct ApiArgs {
         env = "TESSERA_ADMIN_TOKEN",
         hide_env_values = true
     )]
-    admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -323,7 +323,7 @@ fn rotate(r: RotateArgs) -> ExitCode {
     }
 }
 
-fn finish(done: Result<String, String>) -> ExitCode {
+pub(crate) fn finish(done: Result<String, String>) -> ExitCode {
     match done {
         Ok(out) => {
             use std::io::Write;
@@ -339,7 +339,7 @@ fn finish(done: Result<String, String>) -> ExitCode {
 }
 
 /// Calls the admin API; the JSON answer, or the error envelope's code and message.
-fn call(
+pub(crate) fn call(
     api: &ApiArgs,
     method: reqwest::Method,
     path: &str,

@@ -12,6 +12,7 @@
 
 pub mod jobs;
 pub mod kube;
+pub mod secrets;
 pub mod sqlite;
 
 use std::collections::HashSet;
@@ -232,6 +233,8 @@ pub struct Opened {
     pub events_db: Option<std::path::PathBuf>,
     /// Where jobs keep specs, marks and runs.
     pub jobs: Arc<dyn jobs::JobStore>,
+    /// Where plugin secrets are kept (sealed in `tessera.db`; Secrets in a cluster).
+    pub secrets: Arc<dyn secrets::SecretStore>,
 }
 
 /// Opens the store the configuration names, with its signing keys.
@@ -252,7 +255,10 @@ pub async fn open(config: &Config) -> Result<Opened, StoreError> {
             };
             let jobs = jobs::SqliteJobs::open(&db)
                 .map_err(|e| format!("jobs in {}: {e}", db.display()))?;
+            let secrets = secrets::SqliteSecrets::open(&db, &config.data_dir)
+                .map_err(|e| format!("secrets in {}: {e}", db.display()))?;
             Ok(Opened {
+                secrets: Arc::new(secrets),
                 store: Arc::new(store),
                 keys,
                 place: db.display().to_string(),

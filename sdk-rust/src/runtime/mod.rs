@@ -25,6 +25,7 @@ mod jobs;
 mod logs;
 mod metrics;
 mod register;
+mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +52,7 @@ pub use jobs::JobRun;
 pub use logs::init_logging;
 pub use metrics::{AppMetrics, REQUIRED_FAMILIES};
 pub use register::{RegistrationStatus, backoff};
+pub use webhooks::WebhookDelivery;
 
 /// A plugin's backend: its routes, readiness and life-cycle hooks.
 pub trait PluginApp: Send + Sync + 'static {
@@ -96,7 +98,26 @@ pub struct CoreClient {
     pub metrics: AppMetrics,
     http: reqwest::Client,
     plugin_token: watch::Receiver<Option<String>>,
+    secrets: SecretCache,
 }
+
+/// Secrets fetched in the last [`SECRET_CACHE`]: a plugin may call `fetch_secret` on every
+/// request without a round trip each time. Its `Debug` never shows a value.
+#[derive(Clone, Default)]
+struct SecretCache(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>,
+    >,
+);
+
+impl std::fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretCache(..)")
+    }
+}
+
+/// How long `CoreClient::fetch_secret` keeps a value before asking the core again.
+pub const SECRET_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CoreClient {
     /// The HTTP client shared with the registration loop.
@@ -170,6 +191,48 @@ impl CoreClient {
         })?;
         let path = format!("jobs/{}", spec.name);
         self.call(reqwest::Method::PUT, &path, Some(body)).await
+    }
+
+    /// Reads a secret the plugin's `plugin.yaml` lists (`GET /api/plugin/v1/secrets/{name}`,
+    /// capability `secrets:read`), kept for [`SECRET_CACHE`] so calling it per request costs
+    /// nothing. Errors: 403 `secret_not_declared` (not in `secrets`), 403
+    /// `capability_not_granted`, 404 `secret_not_found` (no value set yet). The value is never
+    /// logged by the SDK.
+    pub async fn fetch_secret(&self, name: &str) -> Result<String, CoreError> {
+        {
+            let cache = self.secrets.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, value)) = cache.get(name)
+                && at.elapsed() < SECRET_CACHE
+            {
+                return Ok(value.clone());
+            }
+        }
+        let answer = self
+            .call(reqwest::Method::GET, &format!("secrets/{name}"), None)
+            .await?;
+        let value = answer["value"]
+            .as_str()
+            .ok_or_else(|| CoreError::Refused {
+                status: 200,
+                code: "unexpected_answer".into(),
+                message: "the answer has no \"value\"".into(),
+            })?
+            .to_string();
+        self.secrets
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), (std::time::Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    /// Forgets cached secrets, so the next `fetch_secret` asks the core (after a rotation).
+    pub fn forget_secrets(&self) {
+        self.secrets
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Removes a job registered at run time (`DELETE /api/plugin/v1/jobs/{name}`); its history
@@ -462,6 +525,7 @@ pub async fn serve_with<A: PluginApp>(
         metrics: shared.metrics.clone(),
         http: http.clone(),
         plugin_token: token_rx,
+        secrets: SecretCache::default(),
     };
     let registration = match (&settings.core_base_url, &settings.token) {
         (Some(base), Some(token)) => Some(tokio::spawn(register::run(

@@ -24,6 +24,7 @@ mod events;
 pub mod jobs;
 mod keys;
 mod lease;
+pub mod plugin_secrets;
 mod records;
 mod reviews;
 mod secrets;
@@ -339,6 +340,7 @@ pub(super) async fn open(config: &crate::config::Config) -> Result<super::Opened
         session_key,
         events_db: None,
         jobs: Arc::new(jobs::KubeJobs(store.clone())),
+        secrets: Arc::new(plugin_secrets::KubeSecrets(store.clone())),
         token_reviewer: Some(Arc::new(reviews::KubeTokenReviewer::new(
             store.client.clone(),
             config.kubernetes.timing().api_timeout,
