@@ -64,6 +64,9 @@ codes! {
     SecretNotDeclared = "secret_not_declared", FORBIDDEN;
     SecretNotFound = "secret_not_found", NOT_FOUND;
     SecretsManagedElsewhere = "secrets_managed_elsewhere", CONFLICT;
+    WebhookNotFound = "webhook_not_found", NOT_FOUND;
+    WebhookSignatureInvalid = "webhook_signature_invalid", UNAUTHORIZED;
+    WebhookNotConfigured = "webhook_not_configured", SERVICE_UNAVAILABLE;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;

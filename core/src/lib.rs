@@ -35,3 +35,4 @@ pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod users;
+pub mod webhooks;

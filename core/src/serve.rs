@@ -184,17 +184,24 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         addr: config.listen,
         source,
     })?;
+    let secrets = Arc::new(crate::secrets::Secrets::new(
+        opened.secrets.clone(),
+        config.plugins.clone(),
+    ));
     let state = AppState {
         registry: registry.clone(),
         shell,
         users,
         keys: keys.clone(),
         proxy,
-        events,
+        events: events.clone(),
         jobs,
-        secrets: Arc::new(crate::secrets::Secrets::new(
-            opened.secrets.clone(),
-            config.plugins.clone(),
+        secrets: secrets.clone(),
+        webhooks: Arc::new(crate::webhooks::Webhooks::new(
+            config.webhooks.clone(),
+            secrets,
+            events.clone(),
+            metrics.webhooks.clone(),
         )),
         service_accounts,
         config: shared_config,

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub events: crate::events::metrics::EventsMetrics,
     /// Job metrics.
     pub jobs: crate::jobs::metrics::JobsMetrics,
+    /// Webhook metrics.
+    pub webhooks: crate::webhooks::metrics::WebhooksMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -215,6 +217,7 @@ impl Metrics {
         let proxy = ProxyMetrics::register(&mut registry);
         let events = crate::events::metrics::EventsMetrics::register(&mut registry);
         let jobs = crate::jobs::metrics::JobsMetrics::register(&mut registry);
+        let webhooks = crate::webhooks::metrics::WebhooksMetrics::register(&mut registry);
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -239,6 +242,7 @@ impl Metrics {
             proxy,
             events,
             jobs,
+            webhooks,
         }
     }
 

@@ -37,6 +37,11 @@ pub fn type_problem(ty: &str, plugin: &str) -> Option<String> {
             "event type \"{ty}\" must start with the publishing plugin's name and a dot (\"{plugin}.\")"
         ));
     }
+    if rest.first() == Some(&"webhook") {
+        return Some(format!(
+            "event type \"{ty}\": types \"{plugin}.webhook.*\" are what the plugin's webhooks ingest; the core alone gives them"
+        ));
+    }
     None
 }
 

@@ -33,6 +33,7 @@ pub mod runtime;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;
 pub mod time;
+pub mod webhooks;
 
 pub use capability::Capability;
 pub use compat::Versions;

@@ -423,3 +423,284 @@ fn base64_encode(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+const GITHUB_HOOK: &str = r#"secrets: [GITHUB_SECRET, STRIPE_SECRET]
+webhooks:
+  - name: github
+    path: /hooks/github
+    signature: {scheme: hmac-sha256, header: X-Hub-Signature-256, secret: GITHUB_SECRET, prefix: "sha256="}
+    deliveryIdHeader: X-GitHub-Delivery
+  - name: stripe
+    path: /hooks/stripe
+    signature: {scheme: hmac-sha256, header: Stripe-Signature, secret: STRIPE_SECRET, prefix: "v1="}
+    timestampHeader: Stripe-Signature
+    toleranceSeconds: 300
+  - name: open
+    path: /hooks/open"#;
+
+fn hmac_hex(key: &str, msg: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    m.update(msg);
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A GitHub-style delivery: the body signed with the secret, its delivery id.
+async fn send_github(
+    core: &Core,
+    plugin: &str,
+    key: &str,
+    id: &str,
+    body: &str,
+) -> (StatusCode, Value) {
+    let res = http()
+        .post(format!("{}/hooks/{plugin}/github", core.url))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", id)
+        .header(
+            "x-hub-signature-256",
+            format!("sha256={}", hmac_hex(key, body.as_bytes())),
+        )
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.json().await.unwrap_or(Value::Null))
+}
+
+fn set_secret(core: &Core, admin: &str, plugin: &str, name: &str, value: &str) {
+    let set = tessera_with_stdin(
+        &[
+            "secret",
+            "set",
+            plugin,
+            name,
+            "--url",
+            &core.url,
+            "--admin-token",
+            admin,
+        ],
+        Some(value.as_bytes()),
+    );
+    assert_eq!(set.code, Some(0), "{set:?}");
+}
+
+/// A signed request is answered 202 and reaches the plugin byte for byte (with the sender's
+/// headers it keeps, a call token of kind webhook); a wrong signature is 401, a replayed
+/// delivery id and a stale timestamp are 202 and never delivered (again); an unsigned hook the
+/// admin does not allow is 401; over 1 MiB 413; over the rate 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_reaches_the_plugin_once_and_forgeries_do_not() {
+    let core = Core::start(&fast_config("webhooks:\n  perMinute: 30\n"));
+    let admin = core.admin_token();
+    set_secret(
+        &core,
+        &admin,
+        "ci",
+        "GITHUB_SECRET",
+        "It's a Secret to Everybody",
+    );
+    set_secret(&core, &admin, "ci", "STRIPE_SECRET", "whsec_test");
+    let token = core.token(&["--plugin", "ci", "--capabilities", "webhooks:ingest"]);
+    let p = Plugin::start(&core.url, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
+    ready(&core, &admin, "ci").await;
+
+    let body = r#"{"ref":"refs/heads/main","commits":[{"id":"0d1a26e6"}]}"#;
+    let (status, answer) = send_github(
+        &core,
+        "ci",
+        "It's a Secret to Everybody",
+        "72d3162e-cc78",
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["id"], "72d3162e-cc78");
+    assert_eq!(answer["duplicate"], false);
+    within(Duration::from_secs(10), "the delivery", || async {
+        !p.deliveries().is_empty()
+    })
+    .await;
+    let d = &p.deliveries()[0];
+    assert_eq!(d["body"], body);
+    assert_eq!(d["webhook"], "github");
+    assert_eq!(d["deliveryId"], "72d3162e-cc78");
+    assert_eq!(d["type"], "ci.webhook.github");
+    assert_eq!(d["caller"], json!({"sub": "core", "kind": "webhook"}));
+    assert_eq!(d["headers"]["x-github-event"], "push");
+    assert_eq!(d["headers"]["content-type"], "application/json");
+    assert!(d["headers"].get("x-forwarded-for").is_none(), "{d}");
+
+    // The same delivery again: 202, not delivered twice.
+    let (status, answer) = send_github(
+        &core,
+        "ci",
+        "It's a Secret to Everybody",
+        "72d3162e-cc78",
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["duplicate"], true);
+    // Forged: signed with another key, or the body changed.
+    let (status, answer) = send_github(&core, "ci", "guessed", "forged-1", body).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"]["code"], "webhook_signature_invalid");
+    let res = http()
+        .post(format!("{}/hooks/ci/github", core.url))
+        .header("x-github-delivery", "forged-2")
+        .header(
+            "x-hub-signature-256",
+            format!(
+                "sha256={}",
+                hmac_hex("It's a Secret to Everybody", body.as_bytes())
+            ),
+        )
+        .body(body.replace("main", "evil"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Stripe style: "t=<unix>,v1=<hmac of t.body>"; a timestamp ten minutes old is not delivered.
+    let now = tessera_tests::now_ms() / 1000;
+    let stripe = |t: i64, body: &str| {
+        let sig = hmac_hex("whsec_test", format!("{t}.{body}").as_bytes());
+        http()
+            .post(format!("{}/hooks/ci/stripe", core.url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", format!("t={t},v1={sig}"))
+            .body(body.to_string())
+            .send()
+    };
+    let res = stripe(now, r#"{"id":"evt_fresh"}"#).await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let res = stripe(now - 600, r#"{"id":"evt_stale"}"#).await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    assert_eq!(res.json::<Value>().await.unwrap()["delivered"], false);
+    within(Duration::from_secs(10), "the stripe delivery", || async {
+        p.deliveries().iter().any(|d| d["webhook"] == "stripe")
+    })
+    .await;
+
+    // Unsigned and not allowed; unknown; too large.
+    let res = http()
+        .post(format!("{}/hooks/ci/open", core.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = http()
+        .post(format!("{}/hooks/ci/nope", core.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "webhook_not_found"
+    );
+    let big = "x".repeat((1 << 20) + 1);
+    let (status, _) = send_github(&core, "ci", "It's a Secret to Everybody", "big", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = p.deliveries();
+    let github: Vec<&Value> = got.iter().filter(|d| d["webhook"] == "github").collect();
+    assert_eq!(github.len(), 1, "{got:?}");
+    let stripe_got: Vec<&Value> = got.iter().filter(|d| d["webhook"] == "stripe").collect();
+    assert_eq!(stripe_got.len(), 1, "{got:?}");
+    assert_eq!(stripe_got[0]["body"], r#"{"id":"evt_fresh"}"#);
+
+    // The rate: 30 a minute per webhook, then 429 with Retry-After.
+    let mut limited = None;
+    for i in 0..40 {
+        let (status, answer) = send_github(
+            &core,
+            "ci",
+            "It's a Secret to Everybody",
+            &format!("burst-{i}"),
+            "{}",
+        )
+        .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(answer);
+            break;
+        }
+    }
+    let limited = limited.expect("no 429 within 40 requests at 30 a minute");
+    assert_eq!(limited["error"]["code"], "rate_limited");
+
+    let metrics = http()
+        .get(format!("{}/metrics", core.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"tessera_webhooks_requests_total{plugin="ci",webhook="github",outcome="duplicate"} 1"#
+        ),
+        "{metrics}"
+    );
+    tessera_tests::promtool_check(&metrics);
+}
+
+/// Accepted while the plugin was down, or just before the core was killed: delivered once the
+/// plugin (or the core) is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later() {
+    // A fixed port, so the plugin finds the core again after its restart.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut core = Core::start_at(&temp_dir("core"), &fast_config(""), &listen);
+    let admin = core.admin_token();
+    set_secret(&core, &admin, "ci", "GITHUB_SECRET", "s3cret");
+    set_secret(&core, &admin, "ci", "STRIPE_SECRET", "unused");
+    let token = core.token(&["--plugin", "ci", "--capabilities", "webhooks:ingest"]);
+    let mut p = Plugin::start(&core.url, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
+    ready(&core, &admin, "ci").await;
+    p.stop();
+    within(Duration::from_secs(10), "ci not Ready", || async {
+        get_admin(&core, &admin, "/api/plugins/ci").await["state"] != "Ready"
+    })
+    .await;
+    let (status, answer) = send_github(&core, "ci", "s3cret", "while-down", r#"{"n":1}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // Straight after the 202, the core dies.
+    let (status, answer) = send_github(&core, "ci", "s3cret", "before-kill", r#"{"n":2}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    core.kill9();
+    core.restart();
+    p.spawn();
+    for _ in 0..100 {
+        if p.deliveries().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        p.deliveries().len() >= 2,
+        "not delivered within 20 s: {:?}\nsubscriptions: {}\n{}",
+        p.deliveries(),
+        get_admin(&core, &admin, "/api/events/subscriptions").await,
+        core.log()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> = p
+        .deliveries()
+        .iter()
+        .map(|d| d["deliveryId"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["before-kill", "while-down"]);
+}

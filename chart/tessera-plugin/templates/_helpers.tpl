@@ -32,6 +32,24 @@ plugin.name: {{ include "tessera-plugin.name" . }}
 plugin.version: {{ include "tessera-plugin.version" . | quote }}
 {{- end -}}
 
+{{/* The Secret the core reads the plugin's secrets from (docs/secrets.md). */}}
+{{- define "tessera-plugin.secretsName" -}}
+{{- printf "tessera-secrets-%s" (include "tessera-plugin.name" .) -}}
+{{- end -}}
+
+{{/* "secret", "externalSecret" or "": which object holds the plugin's secrets, if the chart makes one. */}}
+{{- define "tessera-plugin.secretsKind" -}}
+{{- $s := .Values.secrets | default dict -}}
+{{- $external := ($s.externalSecret | default dict).enabled -}}
+{{- if and $s.values $external -}}
+{{- fail "secrets: set secrets.values or secrets.externalSecret, not both (both would own Secret tessera-secrets-<name>)" -}}
+{{- else if $external -}}
+externalSecret
+{{- else if $s.values -}}
+secret
+{{- end -}}
+{{- end -}}
+
 {{- define "tessera-plugin.tokenSecret" -}}
 {{- default (printf "plugin-reg-token-%s" (include "tessera-plugin.name" .)) .Values.registrationToken.secretName -}}
 {{- end -}}
@@ -42,6 +60,10 @@ plugin.version: {{ include "tessera-plugin.version" . | quote }}
 ---
 {{- if not .Values.registrationToken.serviceAccountToken }}
 {{ include "tessera-plugin.role" . }}
+---
+{{- end }}
+{{- if include "tessera-plugin.secretsKind" . }}
+{{ include "tessera-plugin.secrets" . }}
 ---
 {{- end }}
 {{ include "tessera-plugin.configmap" . }}

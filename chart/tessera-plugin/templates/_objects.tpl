@@ -38,6 +38,59 @@ subjects:
     namespace: {{ .Release.Namespace }}
 {{- end -}}
 
+{{- define "tessera-plugin.secrets" -}}
+{{- $s := .Values.secrets -}}
+{{- if eq (include "tessera-plugin.secretsKind" .) "externalSecret" -}}
+{{- $e := $s.externalSecret -}}
+{{- if not $e.data -}}
+{{- fail "secrets.externalSecret.data: list at least one {secretKey, remoteRef} (the secret names plugin.yaml lists)" -}}
+{{- end -}}
+{{- range $e.data -}}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" (toString .secretKey)) -}}
+{{- fail (printf "secrets.externalSecret.data: secretKey %q is not a secret name (a letter or _, then letters, digits or _)" (toString .secretKey)) -}}
+{{- end -}}
+{{- end -}}
+# The plugin's secrets (docs/secrets.md), kept by External Secrets in Secret
+# tessera-secrets-<name>, which the core reads; the plugin's pods never mount it.
+apiVersion: {{ $e.apiVersion | default "external-secrets.io/v1" }}
+kind: ExternalSecret
+metadata:
+  name: {{ include "tessera-plugin.secretsName" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+spec:
+  refreshInterval: {{ $e.refreshInterval | default "1h" | quote }}
+  secretStoreRef:
+    name: {{ required "secrets.externalSecret.secretStoreRef.name is required" ($e.secretStoreRef | default dict).name }}
+    kind: {{ ($e.secretStoreRef | default dict).kind | default "SecretStore" }}
+  target:
+    name: {{ include "tessera-plugin.secretsName" . }}
+    creationPolicy: Owner
+  data:
+    {{- toYaml $e.data | nindent 4 }}
+{{- else -}}
+{{- range $k, $v := $s.values -}}
+{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_]*$" $k) -}}
+{{- fail (printf "secrets.values: %q is not a secret name (a letter or _, then letters, digits or _)" $k) -}}
+{{- end -}}
+{{- end -}}
+# The plugin's secrets (docs/secrets.md), from the chart's values: for development only (the
+# values sit in the values file and in Helm's release record). The core reads this Secret; the
+# plugin's pods never mount it.
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ include "tessera-plugin.secretsName" . }}
+  labels:
+    {{- include "tessera-plugin.labels" . | nindent 4 }}
+type: Opaque
+stringData:
+  {{- range $k, $v := $s.values }}
+  {{ $k }}: {{ toString $v | quote }}
+  {{- end }}
+{{- end -}}
+{{- end -}}
+
 {{- define "tessera-plugin.configmap" -}}
 # The plugin's configuration (PLUGIN_CONFIG_FILE), checked against its configSchema at start.
 apiVersion: v1

@@ -18,6 +18,7 @@ mod reports;
 mod secrets;
 mod shell;
 mod views;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -58,6 +59,8 @@ pub struct AppState {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// Plugin secrets.
     pub secrets: Arc<crate::secrets::Secrets>,
+    /// Webhooks.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// ServiceAccounts that may register their plugin, and who checks their tokens.
     pub service_accounts: Arc<crate::auth::service_account::ServiceAccounts>,
     /// Who signs in (OpenID Connect), or everyone is `anonymous`.
@@ -139,6 +142,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/plugins/{name}/secrets"),
     ("PUT", "/api/plugins/{name}/secrets/{secret}"),
     ("DELETE", "/api/plugins/{name}/secrets/{secret}"),
+    ("POST", "/hooks/{plugin}/{name}"),
     ("GET", "/auth/login"),
     ("GET", "/auth/callback"),
     ("POST", "/auth/logout"),
@@ -176,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::routes())
         .merge(jobs::routes())
         .merge(secrets::routes())
+        .merge(webhooks::routes())
         // A new surface adds its module's `routes()` here, one line (see ARCHITECTURE.md).
         .fallback(|| async { ApiError::new(Code::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 mod events;
 mod proxy;
+mod webhooks;
 pub use events::{EventsConfig, NatsConfig};
 pub use proxy::{ProxyConfig, ProxyLimits, ProxyPluginConfig};
+pub use webhooks::WebhooksConfig;
 
 /// Everything `tessera serve` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +38,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Events between plugins (retries, delivery timeout).
     pub events: EventsConfig,
+    /// Webhooks (`POST /hooks/{plugin}/{name}`): rate limit, unsigned hooks allowed.
+    pub webhooks: WebhooksConfig,
     /// Who may use the shell and the admin API with a session (OpenID Connect).
     pub auth: AuthConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
@@ -224,6 +228,7 @@ impl Default for Config {
             shell: ShellConfig::default(),
             proxy: ProxyConfig::default(),
             events: EventsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             auth: AuthConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
@@ -408,6 +413,7 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         self.proxy.check()?;
         self.events.check()?;
+        self.webhooks.check()?;
         let p = &self.probe;
         if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
             return Err(ConfigError::Invalid(

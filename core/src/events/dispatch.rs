@@ -358,15 +358,27 @@ pub(super) async fn deliver(
     envelope: &str,
 ) -> Attempt {
     let who = OnBehalfOf::core(tenant);
-    let token = match calls.token(keys, &key.plugin, &who, CallKind::Event) {
+    let kind = match key.webhook_name() {
+        Some(_) => CallKind::Webhook,
+        None => CallKind::Event,
+    };
+    let token = match calls.token(keys, &key.plugin, &who, kind) {
         Ok(t) => t,
         Err(e) => return Attempt::Failed(format!("cannot sign a call token: {e}")),
     };
-    let res = http
-        .post(url)
-        .header(header::CONTENT_TYPE, "application/cloudevents+json")
+    let req = match key.webhook_name() {
+        // A webhook's request goes on as the sender sent it (binary mode).
+        Some(name) => match super::hooks::request(name, envelope) {
+            Ok((headers, body)) => http.post(url).headers(headers).body(body),
+            Err(why) => return Attempt::Failed(why),
+        },
+        None => http
+            .post(url)
+            .header(header::CONTENT_TYPE, "application/cloudevents+json")
+            .body(envelope.to_string()),
+    };
+    let res = req
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(envelope.to_string())
         .send()
         .await;
     match res {

@@ -16,6 +16,7 @@
 
 pub mod dispatch;
 pub mod envelope;
+pub mod hooks;
 pub mod jetstream;
 pub mod metrics;
 pub mod outbox;
@@ -330,6 +331,29 @@ impl Events {
                 .inc();
         }
         Ok(published)
+    }
+
+    /// Accepts what a webhook ingested: stored for the webhook's own subscription only (no
+    /// other subscriber and no shell sees it), answered once durable. An id accepted before
+    /// (within a day) is a duplicate: nothing new is stored or delivered.
+    pub async fn ingest(
+        &self,
+        event: envelope::Event,
+        key: SubKey,
+        registry: &Registry,
+    ) -> Result<Published, String> {
+        match &self.engine {
+            Engine::Jet(jet) => {
+                let since = registry
+                    .index()
+                    .get(&key.plugin)
+                    .map(|r| r.current.registered_at.clone());
+                let subject = jetstream::hook_subject(&key);
+                jet.publish_on(subject, &event, &[(key, subs::WEBHOOK_WINDOW, since)])
+                    .await
+            }
+            Engine::Outbox { outbox, .. } => outbox.publish(event, vec![key]).await,
+        }
     }
 
     /// The live feed of events for shells.

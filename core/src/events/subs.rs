@@ -20,6 +20,26 @@ pub struct SubKey {
     pub path: String,
 }
 
+/// How the pattern of a webhook's own subscription begins: `webhook:<name>` matches no event
+/// type (types have no `:`), so only what the webhook ingests is delivered to it.
+pub const WEBHOOK_PATTERN: &str = "webhook:";
+
+impl SubKey {
+    /// A webhook's own subscription: `<plugin>`'s webhook `name`, delivered to `path`.
+    pub fn webhook(plugin: &str, name: &str, path: &str) -> SubKey {
+        SubKey {
+            plugin: plugin.to_string(),
+            pattern: format!("{WEBHOOK_PATTERN}{name}"),
+            path: path.to_string(),
+        }
+    }
+
+    /// The webhook this subscription delivers, if it is a webhook's own.
+    pub fn webhook_name(&self) -> Option<&str> {
+        self.pattern.strip_prefix(WEBHOOK_PATTERN)
+    }
+}
+
 /// A backend subscription.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sub {
@@ -40,6 +60,9 @@ pub struct PluginSubs {
     pub shell: Vec<String>,
 }
 
+/// Deliveries of one webhook in flight at once.
+pub const WEBHOOK_WINDOW: u32 = 8;
+
 /// Every plugin's subscriptions.
 #[derive(Clone, Debug, Default)]
 pub struct Table {
@@ -50,6 +73,8 @@ pub struct Table {
 struct Fields {
     #[serde(default)]
     events: EventsField,
+    #[serde(default)]
+    webhooks: Vec<tessera_sdk::webhooks::Webhook>,
 }
 
 #[derive(Default, Deserialize)]
@@ -63,7 +88,15 @@ struct EventsField {
 pub fn of(record: &PluginRecord) -> PluginSubs {
     let d = record.serving.as_ref().unwrap_or(&record.current);
     let mut out = PluginSubs::default();
-    for s in d.manifest.fields::<Fields>().events.subscribe {
+    let fields = d.manifest.fields::<Fields>();
+    for hook in &fields.webhooks {
+        out.backend.push(Sub {
+            key: SubKey::webhook(&record.name, &hook.name, &hook.path),
+            ordered: false,
+            window: WEBHOOK_WINDOW,
+        });
+    }
+    for s in fields.events.subscribe {
         match &s.path {
             Some(path) if !s.shell => out.backend.push(Sub {
                 key: SubKey {
@@ -103,8 +136,9 @@ impl Table {
 
     /// Backend subscriptions whose pattern matches `ty`.
     pub fn matching<'a>(&'a self, ty: &'a str) -> impl Iterator<Item = &'a Sub> {
-        self.backend()
-            .filter(move |s| tessera_sdk::events::matches(&s.key.pattern, ty))
+        self.backend().filter(move |s| {
+            s.key.webhook_name().is_none() && tessera_sdk::events::matches(&s.key.pattern, ty)
+        })
     }
 
     /// Plugins whose UI subscribes to `ty`.

@@ -19,6 +19,7 @@ mod source;
 mod subscriptions;
 mod suggest;
 mod validate;
+mod webhooks;
 
 use semver::Version;
 use serde::{Deserialize, Serialize};
@@ -123,6 +124,9 @@ pub struct Manifest {
     /// Jobs the core runs on a schedule (capability `jobs:schedule`), defaults filled in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<crate::jobs::JobSpec>,
+    /// Public endpoints senders POST to (capability `webhooks:ingest`), defaults filled in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 /// `compat`: npm-style ranges.
@@ -357,6 +361,9 @@ impl Manifest {
         if !self.jobs.is_empty() {
             all.push(Capability::JobsSchedule);
         }
+        if !self.webhooks.is_empty() {
+            all.push(Capability::WebhooksIngest);
+        }
         all.sort_unstable();
         all.dedup();
         all
@@ -373,6 +380,9 @@ impl Manifest {
     fn normalize(&mut self) {
         self.capabilities.sort_unstable();
         self.capabilities.dedup();
+        for hook in &mut self.webhooks {
+            hook.normalize();
+        }
     }
 }
 

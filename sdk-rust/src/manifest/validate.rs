@@ -461,6 +461,7 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
 
     super::subscriptions::problems(items(doc, "/events/subscribe"), problems);
     super::jobs::problems(items(doc, "/jobs"), problems);
+    super::webhooks::problems(items(doc, "/webhooks"), items(doc, "/secrets"), problems);
 
     if let Some(config_schema) = doc.get("configSchema").filter(|v| v.is_object()) {
         problems.extend(config_schema_problems(config_schema, "/configSchema"));

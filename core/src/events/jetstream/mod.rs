@@ -1,7 +1,8 @@
 //! The NATS JetStream engine (`events.nats.url`): what every replica of a cluster shares.
 //!
-//! One stream (`TESSERA_EVENTS`, subjects `tessera.events.<type>` and
-//! `tessera.redrive.<consumer>`) holds accepted events; a publish is answered once JetStream
+//! One stream (`TESSERA_EVENTS`, subjects `tessera.events.<type>`,
+//! `tessera.redrive.<consumer>` and `tessera.hooks.<plugin>.<webhook>`) holds accepted events
+//! and webhook requests; a publish is answered once JetStream
 //! acknowledged it (`Nats-Msg-Id` = `<source>:<id>`, so a repeated id is a duplicate). Each
 //! backend subscription is one durable pull consumer filtering `tessera.events.<pattern>`, with
 //! at most its window unacknowledged (1 when ordered): every replica pulls from it, so a
@@ -47,6 +48,24 @@ const DEAD_SCAN: u64 = 20_000;
 
 fn subject(ty: &str) -> String {
     format!("tessera.events.{ty}")
+}
+
+/// Where a webhook's requests are published: apart from every event type, so no subscription
+/// pattern reaches them; only the webhook's own consumer reads them.
+pub fn hook_subject(key: &SubKey) -> String {
+    format!(
+        "tessera.hooks.{}.{}",
+        key.plugin,
+        key.webhook_name().unwrap_or_default()
+    )
+}
+
+/// The subject a subscription's consumer reads.
+fn filter(key: &SubKey) -> String {
+    match key.webhook_name() {
+        Some(_) => hook_subject(key),
+        None => subject(&key.pattern),
+    }
 }
 
 /// The durable consumer of a subscription: the plugin's name and a digest of the subscription.
@@ -121,7 +140,11 @@ impl Jet {
         let js = jetstream::new(client.clone());
         let events = stream::Config {
             name: EVENTS.into(),
-            subjects: vec!["tessera.events.>".into(), "tessera.redrive.>".into()],
+            subjects: vec![
+                "tessera.events.>".into(),
+                "tessera.redrive.>".into(),
+                "tessera.hooks.>".into(),
+            ],
             storage: stream::StorageType::File,
             // An event stays until every subscription it matches has it (or gave it up): one
             // waiting for a plugin that is away is never aged out.
@@ -130,7 +153,9 @@ impl Jet {
             allow_direct: true,
             ..Default::default()
         };
-        js.get_or_create_stream(events)
+        // Created, or updated to this config (a stream from an earlier version gains the
+        // webhooks' subjects).
+        js.create_or_update_stream(events)
             .await
             .map_err(|e| format!("JetStream stream {EVENTS}: {e}"))?;
         let dead = stream::Config {
@@ -166,6 +191,16 @@ impl Jet {
         event: &Event,
         matching: &[(SubKey, u32, Option<String>)],
     ) -> Result<Published, String> {
+        self.publish_on(subject(&event.ty), event, matching).await
+    }
+
+    /// [`Jet::publish`] on a given subject (a webhook's).
+    pub async fn publish_on(
+        &self,
+        on: String,
+        event: &Event,
+        matching: &[(SubKey, u32, Option<String>)],
+    ) -> Result<Published, String> {
         for (key, window, since) in matching {
             if !lock(&self.created).contains(&consumer_name(key)) {
                 self.consumer(key, *window, since.clone()).await?;
@@ -176,7 +211,7 @@ impl Jet {
             .message_id(format!("{}:{}", event.source, event.id));
         let ack = self
             .js
-            .send_publish(subject(&event.ty), msg)
+            .send_publish(on, msg)
             .await
             .map_err(err)?
             .await
@@ -324,7 +359,7 @@ impl Jet {
                 "plugin {} subscribes {} at {}",
                 key.plugin, key.pattern, key.path
             )),
-            filter_subjects: vec![subject(&key.pattern), redrive_subject(&name)],
+            filter_subjects: vec![filter(key), redrive_subject(&name)],
             ack_policy: AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_deliver: -1,
