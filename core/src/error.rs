@@ -67,6 +67,9 @@ codes! {
     WebhookNotFound = "webhook_not_found", NOT_FOUND;
     WebhookSignatureInvalid = "webhook_signature_invalid", UNAUTHORIZED;
     WebhookNotConfigured = "webhook_not_configured", SERVICE_UNAVAILABLE;
+    EgressAuthRequired = "egress_auth_required", PROXY_AUTHENTICATION_REQUIRED;
+    EgressNotAllowed = "egress_not_allowed", FORBIDDEN;
+    EgressAddressNotAllowed = "egress_address_not_allowed", FORBIDDEN;
     TokenPluginMismatch = "token_plugin_mismatch", FORBIDDEN;
     OriginNotAllowed = "origin_not_allowed", FORBIDDEN;
     CapabilityNotGranted = "capability_not_granted", FORBIDDEN;

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod declared;
+pub mod egress;
 pub mod error;
 pub mod events;
 pub mod jobs;

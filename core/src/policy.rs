@@ -10,7 +10,7 @@ use reqwest::Url;
 use crate::config::UrlPolicyConfig;
 
 /// Host names of cloud metadata services, always refused.
-const METADATA_HOSTS: &[&str] = &[
+pub const METADATA_HOSTS: &[&str] = &[
     "metadata",
     "metadata.google.internal",
     "metadata.goog",

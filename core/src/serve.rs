@@ -188,6 +188,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         opened.secrets.clone(),
         config.plugins.clone(),
     ));
+    let state_shutdown = shutdown_rx.clone();
     let state = AppState {
         registry: registry.clone(),
         shell,
@@ -217,12 +218,32 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         shutdown: shutdown_rx,
         metrics: metrics.clone(),
     };
+    let egress_listener = bind_egress(&config).await?;
+    let egress = crate::egress::Egress::new(
+        config.egress.clone(),
+        keys.clone(),
+        registry.clone(),
+        state.service_accounts.clone(),
+        metrics.egress.clone(),
+    );
     tracing::info!(%addr, state = %opened.place, plugins = registry.index().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.
     println!("listening on http://{addr}");
 
     let limits =
         crate::listener::Limits::from_config(&config.server, config.probe.concurrency + 128);
+    if let Some(l) = egress_listener {
+        let mut stop = state_shutdown.clone();
+        tasks.push(tokio::spawn(crate::egress::serve(
+            egress,
+            l,
+            limits.clone(),
+            metrics.clone(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )));
+    }
     crate::listener::serve(listener, api::router(state), limits, metrics, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: closing live streams, stopping probes");
@@ -240,6 +261,28 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The egress proxy's listener: the configured address (required), else the default one when
+/// free (a warning and no proxy when it is taken, so several cores can share a machine).
+async fn bind_egress(config: &Config) -> Result<Option<tokio::net::TcpListener>, StartError> {
+    let (addr, required) = match config.egress.listen {
+        Some(a) => (a, true),
+        None => (crate::config::DEFAULT_EGRESS_LISTEN, false),
+    };
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => {
+            let bound = l.local_addr().unwrap_or(addr);
+            tracing::info!(addr = %bound, "egress proxy listening");
+            println!("egress proxy listening on http://{bound}");
+            Ok(Some(l))
+        }
+        Err(source) if required => Err(StartError::Listen { addr, source }),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "egress proxy not started: its default address is taken; set egress.listen (--egress-listen) to run it");
+            Ok(None)
+        }
+    }
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

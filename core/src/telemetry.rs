@@ -133,6 +133,8 @@ pub struct Metrics {
     pub jobs: crate::jobs::metrics::JobsMetrics,
     /// Webhook metrics.
     pub webhooks: crate::webhooks::metrics::WebhooksMetrics,
+    /// Egress proxy metrics.
+    pub egress: crate::egress::metrics::EgressMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +220,7 @@ impl Metrics {
         let events = crate::events::metrics::EventsMetrics::register(&mut registry);
         let jobs = crate::jobs::metrics::JobsMetrics::register(&mut registry);
         let webhooks = crate::webhooks::metrics::WebhooksMetrics::register(&mut registry);
+        let egress = crate::egress::metrics::EgressMetrics::register(&mut registry);
         for s in State::ALL {
             plugins
                 .get_or_create(&StateLabels {
@@ -243,6 +246,7 @@ impl Metrics {
             events,
             jobs,
             webhooks,
+            egress,
         }
     }
 

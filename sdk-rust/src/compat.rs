@@ -20,15 +20,16 @@ use crate::range::Range;
 /// route components `Module#Export`; each plugin-facing surface added later bumps the minor:
 /// 2.1.0 events (`POST /api/plugin/v1/events`, `events.subscribe`); 2.2.0 jobs (`jobs`,
 /// `PUT`/`DELETE /api/plugin/v1/jobs/{name}`); 2.3.0 secrets (`GET /api/plugin/v1/secrets/{name}`);
-/// 2.4.0 webhooks (`webhooks`, `POST /hooks/{plugin}/{name}`).
-pub const CORE_PLUGIN_API: Version = Version::new(2, 4, 0);
+/// 2.4.0 webhooks (`webhooks`, `POST /hooks/{plugin}/{name}`); 2.5.0 egress (the forward proxy
+/// on `egress.listen`, `permissions.network.egressAllow` enforced).
+pub const CORE_PLUGIN_API: Version = Version::new(2, 5, 0);
 /// The backend SDK protocol this core speaks (what `compat.backend_sdk` must include). 1.1.0
 /// added plugin tokens in the registration answer and call tokens on every call into a plugin
 /// (the SDK's `Caller`); 1.2.0 events (`CoreClient::publish_event`, `on_event`); 1.3.0 jobs
 /// (`CoreClient::register_job`, `delete_job`, `JobRun`); 1.4.0 secrets
 /// (`CoreClient::fetch_secret`); 1.5.0 webhooks (`WebhookDelivery`, call tokens of kind
-/// `webhook`).
-pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 5, 0);
+/// `webhook`); 1.6.0 egress (`CoreClient::http()` through the core's egress proxy).
+pub const BACKEND_SDK_PROTOCOL: Version = Version::new(1, 6, 0);
 /// The frontend SDK version the shell provides (what `compat.frontend_sdk` must include).
 /// 1.1.0 added `ctx.params` (parameterised routes) and `Module#Export` components; 1.2.0
 /// `ctx.sdk.http` (the plugin's backend through the core's proxy) and `HttpError`; 1.3.0

@@ -15,6 +15,10 @@ pub struct Core {
     listen: String,
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The egress proxy, `http://127.0.0.1:PORT` (a port of its own each start).
+    pub egress_url: String,
+    /// Runs the core through this command and its arguments (`unshare`, `prlimit`), when set.
+    wrapper: Vec<String>,
     /// Its data dir (kept across restarts).
     pub data_dir: PathBuf,
     config: PathBuf,
@@ -63,7 +67,42 @@ impl Core {
             child: None,
             listen: listen.to_string(),
             url: String::new(),
+            egress_url: String::new(),
+            wrapper: Vec::new(),
             data_dir: data_dir.to_path_buf(),
+            config: cfg,
+            stderr_log: data_dir.join("core.log"),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            nofile: None,
+        };
+        core.spawn();
+        core
+    }
+
+    /// Starts a core that resolves names with `hosts` as its `/etc/hosts` (a user and mount
+    /// namespace of its own, `unshare -rm`; the network is the machine's).
+    pub fn start_with_hosts(config: &str, hosts: &Path) -> Core {
+        let data_dir = temp_dir("core-hosts");
+        let cfg = data_dir.join("config.yaml");
+        std::fs::write(&cfg, config).expect("write config");
+        let script = format!(
+            "mount --bind '{}' /etc/hosts && exec \"$0\" \"$@\"",
+            hosts.display()
+        );
+        let mut core = Core {
+            child: None,
+            listen: "127.0.0.1:0".into(),
+            url: String::new(),
+            egress_url: String::new(),
+            wrapper: vec![
+                "unshare".into(),
+                "-rm".into(),
+                "sh".into(),
+                "-c".into(),
+                script,
+            ],
+            data_dir: data_dir.clone(),
             config: cfg,
             stderr_log: data_dir.join("core.log"),
             extra_args: Vec::new(),
@@ -84,6 +123,8 @@ impl Core {
             child: None,
             listen: "127.0.0.1:0".to_string(),
             url: String::new(),
+            egress_url: String::new(),
+            wrapper: Vec::new(),
             data_dir: data_dir.clone(),
             config: cfg,
             stderr_log: data_dir.join("core.log"),
@@ -106,6 +147,8 @@ impl Core {
             child: None,
             listen: "127.0.0.1:0".into(),
             url: String::new(),
+            egress_url: String::new(),
+            wrapper: Vec::new(),
             data_dir: data_dir.clone(),
             config: cfg,
             stderr_log: data_dir.join("core.log"),
@@ -131,16 +174,22 @@ impl Core {
             .append(true)
             .open(&self.stderr_log)
             .expect("log file");
-        let mut cmd = match self.nofile {
-            Some(n) => {
+        let mut cmd = match (self.nofile, self.wrapper.split_first()) {
+            (Some(n), _) => {
                 let mut c = Command::new("prlimit");
                 c.arg(format!("--nofile={n}:{n}")).arg(tessera_bin());
                 c
             }
-            None => Command::new(tessera_bin()),
+            (None, Some((program, args))) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(tessera_bin());
+                c
+            }
+            (None, None) => Command::new(tessera_bin()),
         };
         let mut child = cmd
-            .args(["serve", "--listen", &self.listen, "--data-dir"])
+            .args(["serve", "--listen", &self.listen])
+            .args(["--egress-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir)
             .arg("--config")
             .arg(&self.config)
@@ -155,14 +204,21 @@ impl Core {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut egress = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("egress proxy listening on ") {
+                    egress = url.to_string();
+                }
                 if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(url.to_string());
+                    let _ = tx.send((url.to_string(), egress.clone()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(url) => self.url = url,
+            Ok((url, egress)) => {
+                self.url = url;
+                self.egress_url = egress;
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!("tessera serve did not start; log:\n{}", self.log());

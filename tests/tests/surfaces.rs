@@ -27,7 +27,8 @@ struct Plugin {
 
 impl Plugin {
     /// Starts `name` against `core_url` with `token`; `extra` is YAML appended to its manifest.
-    fn start(core_url: &str, name: &str, token: &str, caps: &str, extra: &str) -> Plugin {
+    fn start(core: &Core, name: &str, token: &str, caps: &str, extra: &str) -> Plugin {
+        let core_url = core.url.as_str();
         let record = temp_dir("surfaces-record").join("record.jsonl");
         let env = vec![
             ("PLUGIN_NAME".to_string(), name.to_string()),
@@ -37,6 +38,7 @@ impl Plugin {
             ("CAPABILITIES".to_string(), caps.to_string()),
             ("MANIFEST_EXTRA".to_string(), extra.to_string()),
             ("RECORD_FILE".to_string(), record.display().to_string()),
+            ("TESSERA_EGRESS_URL".to_string(), core.egress_url.clone()),
         ];
         let mut p = Plugin {
             child: None,
@@ -182,7 +184,7 @@ async fn a_plugin_reads_the_secrets_an_admin_set_and_nothing_else() {
 
     let token = core.token(&["--plugin", "vault", "--capabilities", "secrets:read"]);
     let p = Plugin::start(
-        &core.url,
+        &core,
         "vault",
         &token,
         "secrets:read",
@@ -388,7 +390,7 @@ async fn in_a_cluster_the_plugin_reads_its_secret_object() {
         .unwrap();
     assert!(res.status().is_success(), "{}", res.status());
     let p = Plugin::start(
-        &core.url,
+        &core,
         "vault",
         &token,
         "secrets:read",
@@ -508,7 +510,7 @@ async fn a_signed_webhook_reaches_the_plugin_once_and_forgeries_do_not() {
     );
     set_secret(&core, &admin, "ci", "STRIPE_SECRET", "whsec_test");
     let token = core.token(&["--plugin", "ci", "--capabilities", "webhooks:ingest"]);
-    let p = Plugin::start(&core.url, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
+    let p = Plugin::start(&core, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
     ready(&core, &admin, "ci").await;
 
     let body = r#"{"ref":"refs/heads/main","commits":[{"id":"0d1a26e6"}]}"#;
@@ -667,7 +669,7 @@ async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_l
     set_secret(&core, &admin, "ci", "GITHUB_SECRET", "s3cret");
     set_secret(&core, &admin, "ci", "STRIPE_SECRET", "unused");
     let token = core.token(&["--plugin", "ci", "--capabilities", "webhooks:ingest"]);
-    let mut p = Plugin::start(&core.url, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
+    let mut p = Plugin::start(&core, "ci", &token, "webhooks:ingest", GITHUB_HOOK);
     ready(&core, &admin, "ci").await;
     p.stop();
     within(Duration::from_secs(10), "ci not Ready", || async {
@@ -703,4 +705,351 @@ async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_l
         .collect();
     ids.sort();
     assert_eq!(ids, ["before-kill", "while-down"]);
+}
+
+/// A client of the core's egress proxy, authenticated as a plugin (Basic, token as password).
+fn via_egress(core: &Core, token: Option<&str>) -> reqwest::Client {
+    let mut proxy = reqwest::Proxy::all(&core.egress_url).unwrap();
+    if let Some(t) = token {
+        proxy = proxy.basic_auth("plugin", t);
+    }
+    reqwest::Client::builder()
+        .proxy(proxy)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn refused_with(res: reqwest::Response) -> (StatusCode, String, String) {
+    let status = res.status();
+    let v: Value = res.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+        v["error"]["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// A TLS server on loopback (`openssl s_server -www`) with a certificate for `localhost`; the
+/// certificate's path, to trust it.
+struct TlsServer {
+    child: Child,
+    port: u16,
+    cert: PathBuf,
+}
+
+impl TlsServer {
+    fn start() -> TlsServer {
+        let dir = temp_dir("tls");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl (the test command installs it)");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-www",
+                "-quiet",
+                "-cert",
+            ])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsServer { child, port, cert }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The plugin calls an allowed destination through `CoreClient::http()`; curl with
+/// `HTTPS_PROXY` reaches an allowed TLS server through CONNECT with TLS end to end; every other
+/// destination (another loopback port, metadata, a name not in egressAllow), a missing token
+/// and a plugin without the capability are refused with their codes, audited and counted; the
+/// rate answers 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_reaches_what_it_may_through_the_egress_proxy_and_nothing_else() {
+    let tls = TlsServer::start();
+    let api_port = free_port();
+    // The core's own API stands in for a plain http:// service on loopback.
+    let config = fast_config(&format!(
+        "egress:\n  allow: [\"localhost:{tls}\", \"127.0.0.1:{api_port}\"]\n  rateLimit:\n    perMinute: 40\n",
+        tls = tls.port
+    ));
+    let core = Core::start_at(&temp_dir("core"), &config, &format!("127.0.0.1:{api_port}"));
+    let admin = core.admin_token();
+    let other = free_port();
+    let extra = format!(
+        "permissions:\n  network:\n    egressAllow: [\"127.0.0.1:{api_port}\", \"localhost:{tls}\", \"127.0.0.1:{other}\", \"169.254.169.254:80\"]",
+        tls = tls.port
+    );
+    let token = core.token(&["--plugin", "outbound", "--capabilities", "http:outbound"]);
+    let p = Plugin::start(&core, "outbound", &token, "http:outbound", &extra);
+    ready(&core, &admin, "outbound").await;
+
+    // Through the SDK's client: an allowed http:// service answers.
+    let fetch = |url: String| {
+        let p_url = p.url("/public/fetch");
+        async move {
+            let q: String = url::form_urlencoded::byte_serialize(url.as_bytes()).collect();
+            http()
+                .get(format!("{p_url}?url={q}"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let got = fetch(format!("http://127.0.0.1:{api_port}/healthz")).await;
+    assert_eq!(got["status"], 200, "{got}");
+    assert!(got["body"].as_str().unwrap().contains("ok"), "{got}");
+    // Listed in egressAllow but loopback and not in the admin's egress.allow: refused.
+    let got = fetch(format!("http://127.0.0.1:{other}/")).await;
+    assert_eq!(got["status"], 403, "{got}");
+    assert!(
+        got["body"]
+            .as_str()
+            .unwrap()
+            .contains("egress_address_not_allowed"),
+        "{got}"
+    );
+    // Metadata, even when the manifest names it.
+    let got = fetch("http://169.254.169.254/latest/meta-data/".into()).await;
+    assert_eq!(got["status"], 403, "{got}");
+    assert!(
+        got["body"]
+            .as_str()
+            .unwrap()
+            .contains("egress_address_not_allowed"),
+        "{got}"
+    );
+    // Not in egressAllow.
+    let got = fetch(format!("http://127.0.0.1:{}/", free_port())).await;
+    assert_eq!(got["status"], 403, "{got}");
+    assert!(
+        got["body"].as_str().unwrap().contains("egress_not_allowed"),
+        "{got}"
+    );
+
+    // curl, as any client honouring HTTPS_PROXY: TLS end to end to the allowed server (the
+    // certificate checks out against the server's own: the core did not terminate TLS).
+    let curl_token = plugin_token(
+        &core,
+        "curl-user",
+        "http:outbound,ui:panel,ui:route",
+        json!({"permissions": {"network": {"egressAllow": [format!("localhost:{}", tls.port), format!("localhost:{other}")]}}}),
+    )
+    .await;
+    let proxy_url = core
+        .egress_url
+        .replace("http://", &format!("http://plugin:{curl_token}@"));
+    let curl = |target: String| {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&tls.cert)
+            .arg(target)
+            .env("HTTPS_PROXY", &proxy_url)
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .output()
+            .unwrap()
+    };
+    let out = curl(format!("https://localhost:{}/", tls.port));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("s_server"),
+        "{out:?}"
+    );
+    let out = curl(format!("https://localhost:{other}/"));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+
+    // Straight to the proxy: the codes a client receives.
+    let target = format!("http://127.0.0.1:{api_port}/healthz");
+    let (s, code, _) =
+        refused_with(via_egress(&core, None).get(&target).send().await.unwrap()).await;
+    assert_eq!(
+        (s, code.as_str()),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "egress_auth_required"
+        )
+    );
+    let (s, code, _) = refused_with(
+        via_egress(&core, Some("forged"))
+            .get(&target)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, code.as_str()),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "egress_auth_required"
+        )
+    );
+    let no_cap = plugin_token(
+        &core,
+        "inward",
+        "ui:panel,ui:route",
+        json!({"permissions": {"network": {"egressAllow": [format!("127.0.0.1:{api_port}")]}}}),
+    )
+    .await;
+    let (s, code, _) = refused_with(
+        via_egress(&core, Some(&no_cap))
+            .get(&target)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, code.as_str()),
+        (StatusCode::FORBIDDEN, "capability_not_granted")
+    );
+    let res = via_egress(&core, Some(&curl_token))
+        .get(&target)
+        .send()
+        .await
+        .unwrap();
+    let (s, code, msg) = refused_with(res).await;
+    assert_eq!(
+        (s, code.as_str()),
+        (StatusCode::FORBIDDEN, "egress_not_allowed"),
+        "{msg}"
+    );
+    assert!(msg.contains("egressAllow"), "{msg}");
+
+    // Refusals are audited and counted; connections metered by destination.
+    let audit = get_admin(&core, &admin, "/api/audit?limit=1000")
+        .await
+        .to_string();
+    assert!(audit.contains("egress-refused"), "{audit}");
+    assert!(audit.contains("169.254.169.254"), "{audit}");
+    let metrics = http()
+        .get(format!("{}/metrics", core.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(r#"tessera_egress_connections_total{{plugin="outbound",destination="127.0.0.1:{api_port}",kind="http"}} 1"#)),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(r#"tessera_egress_connections_total{{plugin="curl-user",destination="localhost:{}",kind="tunnel"}} 1"#, tls.port)), "{metrics}");
+    assert!(metrics.contains(r#"tessera_egress_refusals_total{plugin="outbound",reason="egress_address_not_allowed"} 2"#), "{metrics}");
+    tessera_tests::promtool_check(&metrics);
+
+    // The rate: 40 connections a minute per plugin.
+    let mut limited = false;
+    for _ in 0..60 {
+        let res = via_egress(&core, Some(&curl_token))
+            .get(&target)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(
+                res.json::<Value>().await.unwrap()["error"]["code"],
+                "rate_limited"
+            );
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "no 429 within 60 connections at 40 a minute");
+}
+
+/// A name whose DNS answer is link-local (the core's `/etc/hosts` in a mount namespace of its
+/// own) is refused on the address it resolves to, whatever the manifest allows; so is a name
+/// resolving to loopback that the admin does not allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_forbidden_address_is_refused() {
+    let dir = temp_dir("hosts");
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n169.254.169.254 evil.example.com\n127.0.0.1 rebind.example.com\n",
+    )
+    .unwrap();
+    let core = Core::start_with_hosts(&fast_config(""), &hosts);
+    let token = plugin_token(
+        &core,
+        "outbound",
+        "http:outbound,ui:panel,ui:route",
+        json!({"permissions": {"network": {"egressAllow": ["*.example.com:80"]}}}),
+    )
+    .await;
+    for (host, ip) in [
+        ("evil.example.com", "169.254.169.254"),
+        ("rebind.example.com", "127.0.0.1"),
+    ] {
+        let res = via_egress(&core, Some(&token))
+            .get(format!("http://{host}/"))
+            .send()
+            .await
+            .unwrap();
+        let (s, code, msg) = refused_with(res).await;
+        assert_eq!(
+            (s, code.as_str()),
+            (StatusCode::FORBIDDEN, "egress_address_not_allowed"),
+            "{host}: {msg}"
+        );
+        assert!(msg.contains(ip), "{host}: {msg}");
+    }
 }

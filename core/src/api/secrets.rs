@@ -180,6 +180,12 @@ async fn put(
             ));
         }
     };
+    if value.is_empty() {
+        return Err(ApiError::new(
+            Code::InvalidSecret,
+            "the value is empty; to remove a secret, DELETE it",
+        ));
+    }
     if value.len() > MAX_VALUE_BYTES {
         return Err(ApiError::new(
             Code::InvalidSecret,
@@ -232,6 +238,12 @@ async fn delete(
     AdminActor(actor): AdminActor,
     ApiPath((plugin, name)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
+    if !tessera_sdk::manifest::is_plugin_name(&plugin) {
+        return Err(ApiError::new(
+            Code::InvalidSecret,
+            format!("\"{plugin}\" is not a plugin name"),
+        ));
+    }
     check_name(&name)?;
     let record = state.registry.get(&plugin);
     let owner = state.secrets.owner(&plugin, record.as_ref());

@@ -13,6 +13,10 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080, or the config file's].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Address of the egress proxy plugins call out through [default: 127.0.0.1:8081, or the
+    /// config file's egress.listen].
+    #[arg(long, value_name = "ADDR")]
+    egress_listen: Option<SocketAddr>,
     /// Folder holding tessera.db and the signing key [default: .tessera, or the config file's].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -42,6 +46,9 @@ pub(crate) fn serve(args: ServeArgs) -> ExitCode {
     };
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if let Some(l) = args.egress_listen {
+        config.egress.listen = Some(l);
     }
     if let Some(d) = args.data_dir {
         config.data_dir = d;

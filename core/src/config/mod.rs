@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod egress;
 mod events;
 mod proxy;
 mod webhooks;
+pub use egress::{DEFAULT_LISTEN as DEFAULT_EGRESS_LISTEN, EgressConfig, EgressRateLimit};
 pub use events::{EventsConfig, NatsConfig};
 pub use proxy::{ProxyConfig, ProxyLimits, ProxyPluginConfig};
 pub use webhooks::WebhooksConfig;
@@ -40,6 +42,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// Webhooks (`POST /hooks/{plugin}/{name}`): rate limit, unsigned hooks allowed.
     pub webhooks: WebhooksConfig,
+    /// The egress proxy plugins call out through (`http:outbound`).
+    pub egress: EgressConfig,
     /// Who may use the shell and the admin API with a session (OpenID Connect).
     pub auth: AuthConfig,
     /// Where state lives: `sqlite` (a file in the data dir) or `kubernetes` (objects in a
@@ -229,6 +233,7 @@ impl Default for Config {
             proxy: ProxyConfig::default(),
             events: EventsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            egress: EgressConfig::default(),
             auth: AuthConfig::default(),
             store: StoreKind::Sqlite,
             kubernetes: KubernetesConfig::default(),
@@ -414,6 +419,7 @@ impl Config {
         self.proxy.check()?;
         self.events.check()?;
         self.webhooks.check()?;
+        self.egress.check()?;
         let p = &self.probe;
         if !(p.period_seconds.is_finite() && p.period_seconds >= 0.05) {
             return Err(ConfigError::Invalid(

@@ -244,11 +244,15 @@ impl SecretStore for SqliteSecrets {
     }
 
     fn put(&self, owner: &Owner, name: &str, value: &str) -> Result<bool, StoreError> {
-        let ring = self.keyring()?;
-        let (kid, nonce, sealed) = seal(&ring, &owner.plugin, name, value)?;
         let now = tessera_sdk::time::now_rfc3339();
         let mut conn = lock(&self.conn);
-        let tx = conn.transaction().map_err(err)?;
+        // The write lock first, then the key: a rotation (which holds the same lock while it
+        // changes keys) never sees a value sealed under a key it is about to drop.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let ring = self.keyring()?;
+        let (kid, nonce, sealed) = seal(&ring, &owner.plugin, name, value)?;
         let existed: bool = tx
             .query_row(
                 "SELECT 1 FROM plugin_secrets WHERE plugin = ?1 AND name = ?2",
@@ -305,17 +309,20 @@ impl SecretStore for SqliteSecrets {
 /// on the same files keeps answering throughout (it reads the keyring on each call).
 pub fn rotate_key(db: &Path, data_dir: &Path) -> Result<(String, usize), String> {
     let store = SqliteSecrets::open(db, data_dir)?;
-    let old = std::fs::read_to_string(&store.key_file)
-        .map_err(|e| format!("{}: {e}", store.key_file.display()))?;
     let fresh = new_key_line().map_err(|e| e.to_string())?;
     let kid = fresh.split(' ').next().unwrap_or_default().to_string();
-    // 1. The new key first, the old ones kept: values sealed from now on use it, old rows open.
-    replace_file(&store.key_file, &format!("{fresh}{old}"))?;
-    let ring = store.keyring().map_err(|e| e.to_string())?;
-    // 2. Every value sealed again, in one transaction.
     let count = {
+        // Every write waits while the keys change (see `put`).
         let mut conn = lock(&store.conn);
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        let old = std::fs::read_to_string(&store.key_file)
+            .map_err(|e| format!("{}: {e}", store.key_file.display()))?;
+        // 1. The new key first, the old ones kept: reads of rows not yet sealed again open.
+        replace_file(&store.key_file, &format!("{fresh}{old}"))?;
+        let ring = store.keyring().map_err(|e| e.to_string())?;
+        // 2. Every value sealed again, in this transaction.
         let rows: Vec<(String, String, String, Vec<u8>, Vec<u8>)> = {
             let mut q = tx
                 .prepare("SELECT plugin, name, kid, nonce, sealed FROM plugin_secrets")

@@ -87,7 +87,8 @@ pub trait PluginApp: Send + Sync + 'static {
 }
 
 /// A client for the core's plugin-facing API: `whoami`, `publish_event` / `publish`,
-/// `register_job` / `delete_job`. More calls (`fetch_secret`) arrive as the core grows them.
+/// `register_job` / `delete_job`, `fetch_secret`, and `http()`, a client whose calls go out
+/// through the core's egress proxy.
 #[derive(Clone, Debug)]
 pub struct CoreClient {
     /// The core's base URL, when configured.
@@ -99,6 +100,23 @@ pub struct CoreClient {
     http: reqwest::Client,
     plugin_token: watch::Receiver<Option<String>>,
     secrets: SecretCache,
+    egress: Egress,
+}
+
+/// The egress proxy's URL and the client last built for it (rebuilt when the plugin token
+/// changes).
+#[derive(Clone, Default)]
+struct Egress {
+    url: Option<String>,
+    client: std::sync::Arc<std::sync::Mutex<Option<(String, reqwest::Client)>>>,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Secrets fetched in the last [`SECRET_CACHE`]: a plugin may call `fetch_secret` on every
@@ -120,9 +138,42 @@ impl std::fmt::Debug for SecretCache {
 pub const SECRET_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl CoreClient {
-    /// The HTTP client shared with the registration loop.
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// A client for calls out of the cluster: every request goes through the core's egress
+    /// proxy (`TESSERA_EGRESS_URL`, else `HTTPS_PROXY`, else the core's host on port 8081),
+    /// authenticated with the plugin token, so it reaches exactly the `host:port`s the
+    /// manifest's `permissions.network.egressAllow` names (capability `http:outbound`); https
+    /// stays end to end (CONNECT). A refused destination answers 403 (`egress_not_allowed`,
+    /// `egress_address_not_allowed`) for `http://` URLs and fails the connection for
+    /// `https://` ones. Without a core configured, a plain client.
+    pub fn http(&self) -> reqwest::Client {
+        let token = self.plugin_token().unwrap_or_default();
+        let Some(url) = &self.egress.url else {
+            return self.http.clone();
+        };
+        let mut cached = self.egress.client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((t, c)) = cached.as_ref()
+            && *t == token
+        {
+            return c.clone();
+        }
+        let built = reqwest::Proxy::all(url.as_str()).and_then(|p| {
+            reqwest::Client::builder()
+                .proxy(p.basic_auth("plugin", &token))
+                .timeout(Duration::from_secs(60))
+                .build()
+        });
+        match built {
+            Ok(c) => {
+                *cached = Some((token, c.clone()));
+                c
+            }
+            Err(e) => {
+                // `Settings::from_env` checked the URL; a TLS back end that will not start is
+                // all that is left, and the plain client fails the same way.
+                tracing::error!(error = %e, egress = %url, "cannot build the egress client");
+                self.http.clone()
+            }
+        }
     }
 
     /// The plugin token the last registration answered with (renewed by every registration,
@@ -332,6 +383,9 @@ pub struct Settings {
     pub ui_dir: PathBuf,
     /// The plugin's configuration.
     pub config: Value,
+    /// The core's egress proxy (`TESSERA_EGRESS_URL`, else `HTTPS_PROXY`, else the core's host
+    /// on port 8081).
+    pub egress_url: Option<String>,
 }
 
 impl Settings {
@@ -384,9 +438,26 @@ impl Settings {
                 )));
             }
         }
+        let core_base_url = env("CORE_BASE_URL").map(|u| u.trim_end_matches('/').to_string());
+        let egress_url = env("TESSERA_EGRESS_URL")
+            .or_else(|| env("HTTPS_PROXY"))
+            .or_else(|| env("https_proxy"))
+            .or_else(|| {
+                let mut u = url_with_port(core_base_url.as_deref()?, 8081)?;
+                u.push('/');
+                Some(u)
+            });
+        if let Some(u) = &egress_url {
+            reqwest::Proxy::all(u.as_str()).map_err(|e| {
+                ServeError::Config(format!(
+                    "egress proxy URL \"{u}\" (TESSERA_EGRESS_URL or HTTPS_PROXY): {e}"
+                ))
+            })?;
+        }
         Ok(Settings {
             listen,
-            core_base_url: env("CORE_BASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+            egress_url,
+            core_base_url,
             token_file: match env("REG_TOKEN") {
                 Some(_) => None,
                 None => env("REG_TOKEN_FILE").map(PathBuf::from),
@@ -397,6 +468,17 @@ impl Settings {
             config,
         })
     }
+}
+
+/// `base` (scheme://host[:port]) with its port replaced by `port`.
+fn url_with_port(base: &str, port: u16) -> Option<String> {
+    let (scheme, rest) = base.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    };
+    Some(format!("{scheme}://{host}:{port}"))
 }
 
 /// Everything the standard endpoints share.
@@ -455,6 +537,9 @@ pub async fn serve_with<A: PluginApp>(
     settings: Settings,
 ) -> Result<(), ServeError> {
     let http = reqwest::Client::builder()
+        // Calls to the core never go through a proxy the environment names (HTTPS_PROXY is
+        // the egress proxy's, for calls out).
+        .no_proxy()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -526,6 +611,10 @@ pub async fn serve_with<A: PluginApp>(
         http: http.clone(),
         plugin_token: token_rx,
         secrets: SecretCache::default(),
+        egress: Egress {
+            url: settings.egress_url.clone(),
+            client: Default::default(),
+        },
     };
     let registration = match (&settings.core_base_url, &settings.token) {
         (Some(base), Some(token)) => Some(tokio::spawn(register::run(
