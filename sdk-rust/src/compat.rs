@@ -203,18 +203,18 @@ mod tests {
 
     #[test]
     fn core_miss_names_field_range_and_version() {
-        let misses = check(&compat(">=2.3 <3.0", None, None), &Versions::default());
+        let misses = check(&compat(">=2.6 <3.0", None, None), &Versions::default());
         assert_eq!(misses.len(), 1);
         assert_eq!(
             misses[0].to_string(),
-            "compat.core \">=2.3 <3.0\" does not include core plugin API 2.2.0"
+            "compat.core \">=2.6 <3.0\" does not include core plugin API 2.5.0"
         );
         assert_eq!(misses[0].field.pointer(), "/compat/core");
         // A plugin written for the first plugin API (before the required fields) is refused.
         let old = check(&compat("^1.0", None, None), &Versions::default());
         assert_eq!(
             old[0].to_string(),
-            "compat.core \"^1.0\" does not include core plugin API 2.2.0"
+            "compat.core \"^1.0\" does not include core plugin API 2.5.0"
         );
     }
 
@@ -235,14 +235,14 @@ mod tests {
         );
         assert_eq!(
             misses[1].to_string(),
-            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.3.0"
+            "compat.backend_sdk \"^3\" does not include backend SDK protocol 1.6.0"
         );
     }
 
     #[test]
     fn other_core_versions_can_be_checked() {
         let versions = Versions {
-            core: Version::new(2, 3, 0),
+            core: Version::new(2, 1, 0),
             ..Versions::default()
         };
         assert!(check(&compat(">=2.1 <3.0", None, None), &versions).is_empty());

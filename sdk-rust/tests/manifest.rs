@@ -180,14 +180,14 @@ fn compat_core_is_required_and_ranges_must_parse() {
     assert_eq!(path, "/compat/frontend_sdk");
     assert!(msg.starts_with("invalid range \"~>\""), "{msg}");
     // Compatibility is judged apart from validity.
-    assert!(problems_with("/compat/core", json!(">=2.5 <3.0")).is_empty());
+    assert!(problems_with("/compat/core", json!(">=2.6 <3.0")).is_empty());
     let misses = compat::problems(
-        &json!({"compat": {"core": ">=2.5 <3.0"}}),
+        &json!({"compat": {"core": ">=2.6 <3.0"}}),
         &Versions::default(),
     );
     assert_eq!(
         misses[0].message,
-        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.2.0"
+        "compat.core \">=2.6 <3.0\" does not include core plugin API 2.5.0"
     );
 }
 

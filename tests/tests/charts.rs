@@ -340,44 +340,68 @@ fn service_account_plugins_get_no_token_secret_role() {
     let roles: Vec<&str> = all
         .iter()
         .filter(|d| d["kind"] == "Role")
+        .filter(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-plugin-tokens"))
+        })
         .filter_map(|d| d["metadata"]["namespace"].as_str())
         .collect();
     assert_eq!(roles, ["team-b"], "token Secrets are kept for billing only");
 }
 
+/// In each declared plugin's namespace the core may create and read token Secrets, and read
+/// the plugin's own secrets Secret (`tessera-secrets-<plugin>`) by name; nothing else.
 #[test]
-fn declared_plugin_namespaces_get_a_token_role_and_nothing_more() {
+fn declared_plugin_namespaces_get_a_token_role_and_a_secrets_role_and_nothing_more() {
     let (_, sets) = cases().remove(1);
     let all = docs(&render(&sets).unwrap());
-    let mut namespaced: Vec<(String, String)> = all
+    let mut namespaced: Vec<(String, String, String)> = all
         .iter()
         .filter(|d| d["metadata"]["namespace"].is_string())
         .map(|d| {
             (
                 d["kind"].as_str().unwrap().to_string(),
                 d["metadata"]["namespace"].as_str().unwrap().to_string(),
+                d["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit("-plugin-")
+                    .next()
+                    .unwrap()
+                    .to_string(),
             )
         })
         .collect();
     namespaced.sort();
-    assert_eq!(
-        namespaced,
-        [
-            ("Role", "team-a"),
-            ("Role", "team-b"),
-            ("RoleBinding", "team-a"),
-            ("RoleBinding", "team-b"),
-        ]
-        .map(|(k, n)| (k.to_string(), n.to_string()))
-    );
+    let expected: Vec<(String, String, String)> = [
+        ("Role", "team-a", "secrets"),
+        ("Role", "team-a", "tokens"),
+        ("Role", "team-b", "secrets"),
+        ("Role", "team-b", "tokens"),
+        ("RoleBinding", "team-a", "secrets"),
+        ("RoleBinding", "team-a", "tokens"),
+        ("RoleBinding", "team-b", "secrets"),
+        ("RoleBinding", "team-b", "tokens"),
+    ]
+    .iter()
+    .map(|(k, n, r)| (k.to_string(), n.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(namespaced, expected);
     for role in all
         .iter()
         .filter(|d| d["kind"] == "Role" && d["metadata"]["namespace"].is_string())
     {
-        assert_eq!(
-            role["rules"],
+        let name = role["metadata"]["name"].as_str().unwrap();
+        let ns = role["metadata"]["namespace"].as_str().unwrap();
+        let expected = if name.ends_with("-plugin-tokens") {
             serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create"]}])
-        );
+        } else {
+            let plugin = if ns == "team-a" { "hello" } else { "billing" };
+            serde_json::json!([{"apiGroups": [""], "resources": ["secrets"],
+                "resourceNames": [format!("tessera-secrets-{plugin}")], "verbs": ["get"]}])
+        };
+        assert_eq!(role["rules"], expected, "{name} in {ns}");
     }
 }
 
@@ -721,10 +745,9 @@ fn plugin_cases() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("defaults", vec![]),
         (
-            "autoscaling and egress",
+            "autoscaling",
             vec![
                 r#"autoscaling={"enabled":true,"minReplicas":2,"maxReplicas":6,"targetCPUUtilizationPercentage":70}"#,
-                r#"egressAllow=[{"cidr":"10.20.0.0/16","ports":[443,5432]},{"cidr":"192.0.2.10/32"}]"#,
             ],
         ),
         (
@@ -816,31 +839,44 @@ fn plugin_chart_renderings_are_valid_and_follow_the_policies() {
             serde_json::json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [secret], "verbs": ["get"]}]),
             "{name}"
         );
-        // Default-deny egress: DNS, the core, and exactly egressAllow.
+        // Default-deny egress: DNS and the core, nothing else; calls out go through the core's
+        // egress proxy, which the pod's proxy variables name (and never for the core itself).
         let np = all.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
         assert_eq!(
             np["spec"]["policyTypes"],
             serde_json::json!(["Ingress", "Egress"])
         );
         let egress = np["spec"]["egress"].as_array().unwrap();
+        assert_eq!(egress.len(), 2, "{name}: {egress:?}");
         assert_eq!(egress[0]["ports"][0]["port"], 53, "{name}");
         assert!(
-            egress[1]["to"][0]["namespaceSelector"].is_object(),
+            egress[1]["to"][0]["namespaceSelector"].is_object()
+                && egress[1]["to"][0]["podSelector"].is_object(),
             "{name}"
         );
-        let cidrs: Vec<&str> = egress
-            .iter()
-            .filter_map(|e| e["to"][0]["ipBlock"]["cidr"].as_str())
-            .collect();
-        if name == "autoscaling and egress" {
-            assert_eq!(cidrs, ["10.20.0.0/16", "192.0.2.10/32"]);
+        let core_host = if name.starts_with("own token") {
+            "tessera.platform.svc"
+        } else {
+            "tessera.tessera-system.svc"
+        };
+        let proxy = format!("http://{core_host}:8081");
+        for v in ["HTTPS_PROXY", "HTTP_PROXY", "TESSERA_EGRESS_URL"] {
+            assert_eq!(var(v).unwrap()["value"], proxy.as_str(), "{name}: {v}");
+        }
+        let no_proxy = var("NO_PROXY").unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            no_proxy.split(',').any(|h| h == core_host),
+            "{name}: {no_proxy}"
+        );
+        if name == "autoscaling" {
             assert!(all.iter().any(|d| d["kind"] == "HorizontalPodAutoscaler"));
             assert!(
                 deploy["spec"]["replicas"].is_null(),
                 "the HPA owns replicas"
             );
-        } else {
-            assert!(cidrs.is_empty(), "{name}: {cidrs:?}");
         }
     }
 }
@@ -877,7 +913,10 @@ fn bad_plugin_values_are_refused_by_the_schema() {
     let chart = plugin_chart();
     for (set, field) in [
         (r#"plugin={"name":"Hello"}"#, "name"),
-        (r#"egressAllow=[{"cidr":"everywhere"}]"#, "cidr"),
+        (
+            r#"core={"url":"http://t.x.svc","namespace":"x","podLabels":{"a":"b"},"egressPort":0}"#,
+            "egressPort",
+        ),
         (
             r#"core={"url":"tessera","namespace":"x","podLabels":{"a":"b"}}"#,
             "url",

@@ -534,7 +534,7 @@ async fn registration_checks_run_in_order_with_their_own_codes() {
     );
     // 422 compatibility, naming field, range and version
     let mut future = good.clone();
-    future["manifest"]["compat"]["core"] = json!(">=2.5 <3.0");
+    future["manifest"]["compat"]["core"] = json!(">=2.6 <3.0");
     let (s, body) = register_raw(&core, &token, &future).await;
     assert_eq!(
         (s.as_u16(), code(&body)),
@@ -543,7 +543,7 @@ async fn registration_checks_run_in_order_with_their_own_codes() {
     );
     assert_eq!(
         body["error"]["message"],
-        "compat.core \">=2.5 <3.0\" does not include core plugin API 2.2.0"
+        "compat.core \">=2.6 <3.0\" does not include core plugin API 2.5.0"
     );
     // 400 URL policy: SSRF targets
     for (url, rule) in [

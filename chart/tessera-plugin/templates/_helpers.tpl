@@ -78,3 +78,13 @@ secret
 {{ include "tessera-plugin.hpa" . }}
 {{- end }}
 {{- end -}}
+
+{{/* The core's host name, from core.url. */}}
+{{- define "tessera-plugin.coreHost" -}}
+{{- regexReplaceAll "[:/].*$" (regexReplaceAll "^[a-z]+://" .Values.core.url "") "" -}}
+{{- end -}}
+
+{{/* The core's egress proxy: its host, port core.egressPort. */}}
+{{- define "tessera-plugin.egressUrl" -}}
+http://{{ include "tessera-plugin.coreHost" . }}:{{ .Values.core.egressPort | default 8081 }}
+{{- end -}}

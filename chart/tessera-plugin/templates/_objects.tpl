@@ -161,6 +161,17 @@ spec:
               value: "0.0.0.0"
             - name: CORE_BASE_URL
               value: {{ .Values.core.url | quote }}
+            # Calls out go through the core's egress proxy (capability http:outbound; the
+            # manifest's egressAllow is enforced there); calls to the core and in-cluster
+            # services do not.
+            - name: TESSERA_EGRESS_URL
+              value: {{ include "tessera-plugin.egressUrl" . | quote }}
+            - name: HTTPS_PROXY
+              value: {{ include "tessera-plugin.egressUrl" . | quote }}
+            - name: HTTP_PROXY
+              value: {{ include "tessera-plugin.egressUrl" . | quote }}
+            - name: NO_PROXY
+              value: "{{ include "tessera-plugin.coreHost" . }},.svc,.cluster.local,localhost,127.0.0.1"
             - name: SERVICE_URL
               value: "http://{{ include "tessera-plugin.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.service.port }}"
             {{- if .Values.registrationToken.serviceAccountToken }}
@@ -237,7 +248,8 @@ spec:
 {{- end -}}
 
 {{- define "tessera-plugin.networkpolicy" -}}
-# Egress is denied except DNS, the core, and what the manifest's egressAllow names.
+# Egress is denied except DNS and the core: calls out go through the core's egress proxy,
+# which enforces the manifest's egressAllow (docs/egress.md).
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -274,18 +286,6 @@ spec:
           podSelector:
             matchLabels:
               {{- toYaml .Values.core.podLabels | nindent 14 }}
-    {{- range .Values.egressAllow }}
-    - to:
-        - ipBlock:
-            cidr: {{ .cidr }}
-      {{- with .ports }}
-      ports:
-        {{- range . }}
-        - port: {{ . }}
-          protocol: TCP
-        {{- end }}
-      {{- end }}
-    {{- end }}
 {{- end -}}
 
 {{- define "tessera-plugin.hpa" -}}

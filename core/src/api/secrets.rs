@@ -52,7 +52,7 @@ async fn read(
     caller.require(Capability::SecretsRead)?;
     let record = state.registry.get(&caller.plugin);
     let declared = record.as_ref().map(declared_names).unwrap_or_default();
-    if !declared.iter().any(|n| *n == name) {
+    if !declared.contains(&name) {
         return Err(ApiError::new(
             Code::SecretNotDeclared,
             format!(
@@ -224,7 +224,7 @@ async fn put(
             Json(json!({
                 "plugin": plugin,
                 "name": name,
-                "declared": declared.iter().any(|d| *d == name),
+                "declared": declared.contains(&name),
                 "created": created,
             })),
         )

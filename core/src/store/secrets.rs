@@ -175,6 +175,9 @@ fn open_value(
         .map_err(|_| err(format!("secret {name} of plugin {plugin} is not UTF-8")))
 }
 
+/// A stored row: plugin, name, key id, nonce, sealed value.
+type SealedRow = (String, String, String, Vec<u8>, Vec<u8>);
+
 /// Secrets in `tessera.db`, sealed with the data dir's secrets key.
 pub struct SqliteSecrets {
     conn: Mutex<Connection>,
@@ -323,7 +326,7 @@ pub fn rotate_key(db: &Path, data_dir: &Path) -> Result<(String, usize), String>
         replace_file(&store.key_file, &format!("{fresh}{old}"))?;
         let ring = store.keyring().map_err(|e| e.to_string())?;
         // 2. Every value sealed again, in this transaction.
-        let rows: Vec<(String, String, String, Vec<u8>, Vec<u8>)> = {
+        let rows: Vec<SealedRow> = {
             let mut q = tx
                 .prepare("SELECT plugin, name, kid, nonce, sealed FROM plugin_secrets")
                 .map_err(|e| e.to_string())?;

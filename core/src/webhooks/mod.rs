@@ -62,13 +62,16 @@ struct Fields {
     webhooks: Vec<Webhook>,
 }
 
+/// A signing key as read (`None`: not set), and when.
+type CachedKey = (Instant, Option<String>);
+
 /// The webhooks surface.
 pub struct Webhooks {
     config: WebhooksConfig,
     secrets: Arc<Secrets>,
     events: Arc<Events>,
     limiter: RateLimiter,
-    keys: Mutex<HashMap<(String, String), (Instant, Option<String>)>>,
+    keys: Mutex<HashMap<(String, String), CachedKey>>,
     metrics: WebhooksMetrics,
 }
 
