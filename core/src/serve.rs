@@ -234,9 +234,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         crate::listener::Limits::from_config(&config.server, config.probe.concurrency + 128);
     if let Some(l) = egress_listener {
         let mut stop = state_shutdown.clone();
-        tasks.push(tokio::spawn(crate::egress::serve(
-            egress,
+        // The API listener's connection hygiene, for the egress proxy too.
+        tasks.push(tokio::spawn(crate::listener::serve(
             l,
+            egress.router(),
             limits.clone(),
             metrics.clone(),
             async move {

@@ -377,15 +377,3 @@ async fn handle(State(e): State<Arc<Egress>>, req: Request) -> Response {
         ),
     }
 }
-
-/// Starts the proxy on `listener` with the API listener's connection hygiene; runs until
-/// `shutdown` resolves.
-pub async fn serve(
-    egress: Arc<Egress>,
-    listener: tokio::net::TcpListener,
-    limits: crate::listener::Limits,
-    metrics: Arc<crate::telemetry::Metrics>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    crate::listener::serve(listener, egress.router(), limits, metrics, shutdown).await;
-}
