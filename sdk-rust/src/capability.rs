@@ -93,14 +93,14 @@ impl Capability {
             }
             Capability::EventsPublish => "CoreClient::publish_event (Rust)",
             Capability::EventsSubscribe => {
-                "CoreClient::subscribe (Rust); sdk.events.subscribe (web)"
+                "events.subscribe; on_event (Rust); sdk.events.subscribe (web)"
             }
             Capability::JobsSchedule => "CoreClient::register_job (Rust)",
             Capability::SecretsRead => "CoreClient::fetch_secret (Rust)",
             Capability::UiPanel => "ui.contributions.panels; sdk.ui.registerPanel (web)",
             Capability::UiRoute => "ui.contributions.routes; sdk.ui.registerRoute (web)",
             Capability::WebhooksIngest => {
-                "PluginApp routes under /webhooks, reached through the core"
+                "manifest webhooks; WebhookDelivery (Rust) on the route each names"
             }
         }
     }

@@ -539,6 +539,45 @@ async fn a_signed_webhook_reaches_the_plugin_once_and_forgeries_do_not() {
     assert_eq!(d["headers"]["content-type"], "application/json");
     assert!(d["headers"].get("x-forwarded-for").is_none(), "{d}");
 
+    // The plugin's webhook route takes deliveries from the core only: a request-kind call (a
+    // user through the proxy) is refused by the SDK.
+    let call = tessera(&[
+        "token",
+        "call",
+        "ci",
+        "--kind",
+        "request",
+        "--data-dir",
+        core.data_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(call.code, Some(0), "{call:?}");
+    let res = http()
+        .post(p.url("/hooks/github"))
+        .bearer_auth(call.stdout.trim())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "not_a_webhook_delivery"
+    );
+    // Nobody else gives the webhook's event type: a plugin publishing it is refused.
+    let publisher = plugin_token(&core, "ci2", "events:publish,ui:panel,ui:route", json!({})).await;
+    let res = http()
+        .post(format!("{}/api/plugin/v1/events", core.url))
+        .bearer_auth(&publisher)
+        .json(&json!({"type": "ci2.webhook.github", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_event"
+    );
+
     // The same delivery again: 202, not delivered twice.
     let (status, answer) = send_github(
         &core,
@@ -658,13 +697,31 @@ async fn a_signed_webhook_reaches_the_plugin_once_and_forgeries_do_not() {
     tessera_tests::promtool_check(&metrics);
 }
 
+/// On the SQLite outbox and on NATS JetStream.
+mod a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later("")
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nats() {
+        let nats = tessera_tests::nats::NatsServer::start();
+        super::a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later(
+            &nats.config(),
+        )
+        .await;
+    }
+}
+
 /// Accepted while the plugin was down, or just before the core was killed: delivered once the
-/// plugin (or the core) is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later() {
+/// plugin (or the core) is back, each once (a replay of the same delivery is answered 202 and
+/// not stored again).
+async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_later(engine: &str) {
     // A fixed port, so the plugin finds the core again after its restart.
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut core = Core::start_at(&temp_dir("core"), &fast_config(""), &listen);
+    let mut core = Core::start_at(&temp_dir("core"), &fast_config(engine), &listen);
     let admin = core.admin_token();
     set_secret(&core, &admin, "ci", "GITHUB_SECRET", "s3cret");
     set_secret(&core, &admin, "ci", "STRIPE_SECRET", "unused");
@@ -678,6 +735,9 @@ async fn a_webhook_accepted_while_the_plugin_or_the_core_was_down_is_delivered_l
     .await;
     let (status, answer) = send_github(&core, "ci", "s3cret", "while-down", r#"{"n":1}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let (status, answer) = send_github(&core, "ci", "s3cret", "while-down", r#"{"n":1}"#).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["duplicate"], true, "{answer}");
     // Straight after the 202, the core dies.
     let (status, answer) = send_github(&core, "ci", "s3cret", "before-kill", r#"{"n":2}"#).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");

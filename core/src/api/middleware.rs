@@ -36,7 +36,8 @@ pub(super) async fn request_id(
     // The plugin a request is about, when its route names one.
     let plugin = route
         .split('/')
-        .position(|seg| seg == "{name}")
+        .position(|seg| seg == "{plugin}")
+        .or_else(|| route.split('/').position(|seg| seg == "{name}"))
         .and_then(|i| req.uri().path().split('/').nth(i))
         .map(String::from)
         .unwrap_or_default();

@@ -62,7 +62,7 @@ struct Fields {
     webhooks: Vec<Webhook>,
 }
 
-/// A signing key as read (`None`: not set), and when.
+/// A signing key as read, and when (a key not set is not cached).
 type CachedKey = (Instant, Option<String>);
 
 /// The webhooks surface.
@@ -117,11 +117,15 @@ impl Webhooks {
                     format!("the webhook's signing secret cannot be read now: {e}"),
                 )
             })?;
-        let mut keys = lock(&self.keys);
-        if keys.len() > 10_000 {
-            keys.clear();
+        // A secret not set yet is read again on the next request: an admin setting it is
+        // heard at once.
+        if value.is_some() {
+            let mut keys = lock(&self.keys);
+            if keys.len() > 10_000 {
+                keys.clear();
+            }
+            keys.insert(k, (Instant::now(), value.clone()));
         }
-        keys.insert(k, (Instant::now(), value.clone()));
         Ok(value)
     }
 

@@ -8,6 +8,7 @@ use axum::http::HeaderMap;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
 use tessera_sdk::webhooks::Webhook;
 
 /// Longest delivery id kept as the sender wrote it (longer ones are hashed).
@@ -84,6 +85,9 @@ pub fn check(
         .filter_map(|p| p.strip_prefix(prefix))
         .filter_map(decode)
         .any(|given| mac.clone().verify_slice(&given).is_ok());
+    // The MAC itself names the request: a replay with its header reordered, re-cased or padded
+    // with other parts is the same request.
+    let derived = hex(&mac.finalize().into_bytes()[..16]);
     if !matched {
         return Verdict::Refuse(format!(
             "the {} signature does not match the body signed with the webhook's secret",
@@ -96,11 +100,7 @@ pub fn check(
             return Verdict::Stale { skew };
         }
     }
-    let delivery_id = sender_id(hook, headers).unwrap_or_else(|| {
-        let mut h = Sha256::new();
-        h.update(value.as_bytes());
-        hex(&h.finalize()[..16])
-    });
+    let delivery_id = sender_id(hook, headers).unwrap_or(derived);
     Verdict::Accept { delivery_id }
 }
 
@@ -259,9 +259,23 @@ mod tests {
         let Verdict::Accept { delivery_id } = check(&stripe(), Some(key), &h, body, now) else {
             panic!("refused");
         };
-        // The same signed request again has the same id (so it is delivered once).
+        // The same signed request again has the same id (so it is delivered once), however
+        // its header is padded or re-cased.
         assert_eq!(
             check(&stripe(), Some(key), &h, body, now),
+            Verdict::Accept {
+                delivery_id: delivery_id.clone()
+            }
+        );
+        let padded = headers(&[(
+            "stripe-signature",
+            format!(
+                "{},v0=junk",
+                v.to_uppercase().replace("T=", "t=").replace("V1=", "v1=")
+            ),
+        )]);
+        assert_eq!(
+            check(&stripe(), Some(key), &padded, body, now),
             Verdict::Accept { delivery_id }
         );
         assert_eq!(

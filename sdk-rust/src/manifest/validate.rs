@@ -482,7 +482,12 @@ fn rule_problems(doc: &Value, problems: &mut Vec<Problem>, warnings: &mut Vec<Pr
             "egress destinations are declared",
         ),
         (
-            !items(doc, "/secrets").is_empty(),
+            // A secret that only signs webhooks is read by the core, not by the plugin.
+            items(doc, "/secrets").iter().any(|s| {
+                !items(doc, "/webhooks")
+                    .iter()
+                    .any(|h| h.pointer("/signature/secret") == Some(s))
+            }),
             "/secrets",
             Capability::SecretsRead,
             "secrets are declared",

@@ -20,8 +20,16 @@ use serde_json::json;
 
 use super::Caller;
 
-/// Headers of the sender's request that the core passes on, besides `Content-Type`.
-pub const KEPT_HEADER_PREFIXES: [&str; 3] = ["x-", "user-agent", "content-type"];
+/// Headers of the delivery's own connection and call, not the sender's.
+const CONNECTION_HEADERS: [&str; 7] = [
+    "authorization",
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    "accept",
+    "accept-encoding",
+];
 
 /// One webhook delivery. Taking it as a handler argument refuses (403) any call that is not a
 /// webhook delivery from the core.
@@ -42,7 +50,8 @@ pub struct WebhookDelivery {
     pub delivery_id: String,
     /// `<plugin>.webhook.<name>` (`ce-type`).
     pub event_type: String,
-    /// The sender's headers the core passed on, lowercase names.
+    /// The sender's headers the core passed on (its `Content-Type`, `User-Agent`, `X-` headers
+    /// and the headers the webhook names, such as `Stripe-Signature`), lowercase names.
     pub headers: BTreeMap<String, String>,
     /// The sender's body, byte for byte.
     pub body: Bytes,
@@ -87,6 +96,8 @@ impl<S: Send + Sync> FromRequest<S> for WebhookDelivery {
                     .into(),
             ));
         };
+        // The core passed on only the sender's headers it keeps; leave out its own and the
+        // connection's.
         let headers = parts
             .headers
             .iter()
@@ -94,8 +105,7 @@ impl<S: Send + Sync> FromRequest<S> for WebhookDelivery {
                 let k = k.as_str();
                 !k.starts_with("ce-")
                     && !k.starts_with("tessera-")
-                    && k != "authorization"
-                    && KEPT_HEADER_PREFIXES.iter().any(|p| k.starts_with(p))
+                    && !CONNECTION_HEADERS.contains(&k)
             })
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
