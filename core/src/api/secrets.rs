@@ -225,6 +225,7 @@ async fn put(
                 "plugin": plugin,
                 "name": name,
                 "declared": declared.contains(&name),
+                "registered": record.is_some(),
                 "created": created,
             })),
         )

@@ -1,5 +1,5 @@
 //! Webhooks: public `POST /hooks/{plugin}/{name}` (no token: the signature is the credential).
-//! 202 `{"id", "duplicate"}` once the request is stored; 202 `{"delivered": false, ...}` for a
+//! 202 `{"id", "duplicate"}` once the request is stored; 202 `{"queued": false, ...}` for a
 //! signed request outside its timestamp tolerance; 401 `webhook_signature_invalid`; 404
 //! `webhook_not_found`; 413; 429 `rate_limited`; 503 when it cannot be stored.
 
@@ -27,10 +27,10 @@ async fn receive(
         .await?;
     let answer = match received {
         Received::Accepted { id, duplicate } => {
-            json!({"id": id, "duplicate": duplicate, "delivered": !duplicate})
+            json!({"id": id, "duplicate": duplicate, "queued": !duplicate})
         }
         Received::Stale { skew } => json!({
-            "delivered": false,
+            "queued": false,
             "reason": format!("the timestamp is {skew} s off the core's clock, outside the webhook's tolerance; not delivered"),
         }),
     };

@@ -110,7 +110,12 @@ fn set(a: &SetArgs) -> Result<String, String> {
         "replaced"
     };
     let mut out = format!("{what} secret {} of plugin {}", a.name, a.plugin);
-    if answer["declared"] == false {
+    if answer["registered"] == false {
+        out.push_str(&format!(
+            " (plugin {} is not registered yet; it reads {} once it is, if its plugin.yaml lists it under secrets)",
+            a.plugin, a.name
+        ));
+    } else if answer["declared"] == false {
         out.push_str(&format!(
             " (note: plugin {} does not list {} in its plugin.yaml secrets, so it cannot read it yet)",
             a.plugin, a.name
