@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a measuring tool: a failed step should stop loudly
 
+mod egress;
 mod events;
 mod jobs;
 
@@ -146,6 +147,28 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         ticks: usize,
     },
+    /// Calls through the core's egress proxy against the same upstream called directly.
+    Egress {
+        #[arg(long)]
+        core: String,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        fake: String,
+        /// The fake plugin to register as the calling plugin.
+        #[arg(long)]
+        plugin: usize,
+        /// The core's egress proxy (http://127.0.0.1:PORT).
+        #[arg(long)]
+        egress: String,
+        /// An http:// URL the plugin may reach (its host:port in the core's egress.allow).
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
     /// What a call token costs the proxy per request: handed out from the cache, or minted.
     CallTokens {
         #[arg(long, default_value_t = 20000)]
@@ -224,6 +247,28 @@ async fn main() {
         } => {
             jobs::run(
                 &core, &data_dir, pid, plugins, jobs, &schedule, period, ticks,
+            )
+            .await
+        }
+        Cmd::Egress {
+            core,
+            data_dir,
+            fake,
+            plugin,
+            egress,
+            target,
+            seconds,
+            concurrency,
+        } => {
+            egress::run(
+                &core,
+                &data_dir,
+                &fake,
+                plugin,
+                &egress,
+                &target,
+                seconds,
+                concurrency,
             )
             .await
         }

@@ -130,6 +130,19 @@ async fn plugin_token(core: &Core, name: &str, caps: &str, extra: Value) -> Stri
     answer["pluginToken"].as_str().unwrap().to_string()
 }
 
+/// A token's claim, read without checking it (the test's own token).
+fn claim(token: &str, name: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()[name]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 async fn read_secret(core: &Core, token: &str, name: &str) -> reqwest::Response {
     http()
         .get(format!("{}/api/plugin/v1/secrets/{name}", core.url))
@@ -1073,6 +1086,32 @@ async fn a_plugin_reaches_what_it_may_through_the_egress_proxy_and_nothing_else(
         }
     }
     assert!(limited, "no 429 within 60 connections at 40 a minute");
+
+    // Its registration token revoked, the plugin's token stops opening anything at once.
+    let reg = claim(&curl_token, "reg");
+    let (s, _) = tessera_tests::client::post_admin(
+        &core,
+        &admin,
+        &format!("/api/tokens/{reg}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert!(s.is_success(), "{s}");
+    let (s, code, _) = refused_with(
+        via_egress(&core, Some(&curl_token))
+            .get(&target)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, code.as_str()),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "egress_auth_required"
+        )
+    );
 }
 
 /// A name whose DNS answer is link-local (the core's `/etc/hosts` in a mount namespace of its

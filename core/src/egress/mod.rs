@@ -46,7 +46,26 @@ pub struct Egress {
     service_accounts: Arc<ServiceAccounts>,
     limiter: RateLimiter,
     open: Mutex<HashMap<String, u32>>,
+    /// Plugin tokens checked in the last [`VERIFIED_TTL`]: a client that opens many
+    /// connections with one token pays for one signature check, not one each (expiry and
+    /// revocation are still checked every time).
+    verified: Mutex<HashMap<String, Verified>>,
     metrics: EgressMetrics,
+}
+
+/// How long a checked plugin token is taken as checked.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A plugin token as checked: who, its grant, its id and expiry, and when it was checked.
+#[derive(Clone)]
+struct Verified {
+    plugin: String,
+    capabilities: Vec<String>,
+    /// The token's id and that of the registration token it was issued for.
+    jti: String,
+    reg: String,
+    exp: u64,
+    at: std::time::Instant,
 }
 
 /// One open connection of a plugin; gives its slot back when dropped.
@@ -95,6 +114,7 @@ impl Egress {
             service_accounts,
             limiter: RateLimiter::default(),
             open: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             metrics,
         })
     }
@@ -158,18 +178,41 @@ impl Egress {
             }
             _ => return Err(missing()),
         };
-        let claims = self
-            .keys
-            .check_plugin(&token, |j| {
-                self.registry.is_revoked(j) || self.service_accounts.is_withdrawn(j)
-            })
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    Code::EgressAuthRequired,
-                    format!("the plugin token was refused: {}", e.message),
-                )
-            })?;
+        let revoked =
+            |j: &str| self.registry.is_revoked(j) || self.service_accounts.is_withdrawn(j);
+        let cached = lock(&self.verified).get(&token).cloned();
+        if let Some(v) = cached
+            && v.at.elapsed() < VERIFIED_TTL
+            && v.exp > crate::auth::now()
+            && !revoked(&v.jti)
+            && !revoked(&v.reg)
+        {
+            return Ok(Caller {
+                plugin: v.plugin,
+                capabilities: v.capabilities,
+            });
+        }
+        let claims = self.keys.check_plugin(&token, revoked).await.map_err(|e| {
+            ApiError::new(
+                Code::EgressAuthRequired,
+                format!("the plugin token was refused: {}", e.message),
+            )
+        })?;
+        let mut verified = lock(&self.verified);
+        if verified.len() >= 10_000 {
+            verified.retain(|_, v| v.at.elapsed() < VERIFIED_TTL);
+        }
+        verified.insert(
+            token,
+            Verified {
+                plugin: claims.sub.clone(),
+                capabilities: claims.caps.clone(),
+                jti: claims.jti.clone(),
+                reg: claims.reg.clone().unwrap_or_default(),
+                exp: claims.exp.unwrap_or(u64::MAX),
+                at: std::time::Instant::now(),
+            },
+        );
         Ok(Caller {
             plugin: claims.sub,
             capabilities: claims.caps,
@@ -277,6 +320,7 @@ async fn handle(State(e): State<Arc<Egress>>, req: Request) -> Response {
     };
     let allow = e
         .registry
+        .index()
         .get(&plugin)
         .map(|r| {
             r.current
