@@ -1,8 +1,8 @@
 //! `integrations`: a plugin backend that uses the three surfaces a plugin needs to talk to the
 //! world: it reads its API key with `fetch_secret`, calls an outside API with that key through
 //! the core's egress proxy (`CoreClient::http()`), and receives GitHub-style signed webhooks
-//! (`WebhookDelivery`), even those sent while it was down. It builds with the workspace, so the
-//! code docs/plugin-authors.md shows compiles.
+//! (`WebhookDelivery`), even those sent while it was down. It builds with the workspace;
+//! docs/egress.md, docs/secrets.md and docs/webhooks.md point to it.
 //!
 //! Its config (`PLUGIN_CONFIG`) names the API: `{"apiBase": "http://127.0.0.1:9000"}` (the
 //! default); `plugin.yaml`'s `egressAllow` must name that `host:port`, and a loopback or private

@@ -1112,6 +1112,31 @@ async fn a_plugin_reaches_what_it_may_through_the_egress_proxy_and_nothing_else(
             "egress_auth_required"
         )
     );
+
+    // The kill switch: a disabled plugin calls out nowhere until it is enabled again.
+    let (s, _) = tessera_tests::client::post_admin(
+        &core,
+        &admin,
+        "/api/plugins/outbound/disable",
+        json!({"reason": "leaking data"}),
+    )
+    .await;
+    assert!(s.is_success(), "{s}");
+    let got = fetch(format!("http://127.0.0.1:{api_port}/healthz")).await;
+    assert_eq!(got["status"], 403, "{got}");
+    assert!(
+        got["body"]
+            .as_str()
+            .unwrap()
+            .contains("disabled by an admin"),
+        "{got}"
+    );
+    let (s, _) =
+        tessera_tests::client::post_admin(&core, &admin, "/api/plugins/outbound/enable", json!({}))
+            .await;
+    assert!(s.is_success(), "{s}");
+    let got = fetch(format!("http://127.0.0.1:{api_port}/healthz")).await;
+    assert_eq!(got["status"], 200, "{got}");
 }
 
 /// A name whose DNS answer is link-local (the core's `/etc/hosts` in a mount namespace of its

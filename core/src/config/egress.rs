@@ -84,6 +84,11 @@ impl EgressConfig {
             if !ok {
                 return bad(format!("egress.allow: \"{a}\" is not host:port"));
             }
+            if a.contains('*') {
+                return bad(format!(
+                    "egress.allow: \"{a}\": name each private destination exactly (host:port), without wildcards"
+                ));
+            }
         }
         if self.rate_limit.per_minute == 0 || self.rate_limit.concurrent == 0 {
             return bad("egress.rateLimit: perMinute and concurrent must be at least 1".into());

@@ -318,22 +318,36 @@ async fn handle(State(e): State<Arc<Egress>>, req: Request) -> Response {
         Ok(d) => d,
         Err(err) => return e.refused(&plugin, err),
     };
-    let allow = e
+    let (allow, disabled) = e
         .registry
         .index()
         .get(&plugin)
         .map(|r| {
-            r.current
-                .manifest
-                .fields::<Fields>()
-                .permissions
-                .network
-                .egress_allow
+            (
+                r.current
+                    .manifest
+                    .fields::<Fields>()
+                    .permissions
+                    .network
+                    .egress_allow,
+                r.disabled.is_some(),
+            )
         })
         .unwrap_or_default();
+    if disabled {
+        let why =
+            format!("plugin \"{plugin}\" is disabled by an admin; it calls out again once enabled");
+        e.audit(&plugin, why.clone());
+        return e.refused(&plugin, ApiError::new(Code::EgressNotAllowed, why));
+    }
+    if policy::is_metadata_host(&d.host) {
+        let why = format!("{d} is a cloud metadata host; never reachable");
+        e.audit(&plugin, why.clone());
+        return e.refused(&plugin, ApiError::new(Code::EgressAddressNotAllowed, why));
+    }
     let entry = match policy::allowed(&allow, &d) {
-        Some(entry) if !policy::is_metadata_host(&d.host) => entry.to_string(),
-        _ => {
+        Some(entry) => entry.to_string(),
+        None => {
             let why = format!(
                 "plugin \"{plugin}\" may not reach {d}: its plugin.yaml's permissions.network.egressAllow does not name it"
             );
@@ -413,7 +427,7 @@ async fn handle(State(e): State<Arc<Egress>>, req: Request) -> Response {
         });
         return StatusCode::OK.into_response();
     }
-    match tunnel::forward(req, stream, slot, counters).await {
+    match tunnel::forward(req, stream, slot, counters, e.config.idle_timeout()).await {
         Ok(res) => res,
         Err(why) => e.refused(
             &plugin,

@@ -120,7 +120,9 @@ pub fn classify(ip: &IpAddr) -> Class {
             }
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // An IPv4 address carried in IPv6 (mapped, compatible, NAT64, 6to4) is judged as
+            // the IPv4 address it reaches.
+            if let Some(v4) = crate::policy::embedded_v4(v6) {
                 return classify(&IpAddr::V4(v4));
             }
             let seg = v6.segments();
@@ -241,6 +243,9 @@ mod tests {
             "::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2002:c0a8:0101::1",
+            "::10.0.0.1",
         ] {
             let ip: IpAddr = private.parse().unwrap();
             assert_eq!(classify(&ip), Class::Private, "{private}");

@@ -97,6 +97,7 @@ pub(super) async fn forward(
     stream: TcpStream,
     slot: Slot,
     counters: Counters,
+    idle: Duration,
 ) -> Result<Response, String> {
     let (mut parts, body) = req.into_parts();
     let host = parts.uri.authority().map(|a| a.as_str().to_string());
@@ -139,9 +140,10 @@ pub(super) async fn forward(
         let _slot = slot;
         let _ = conn.await;
     });
-    let res = sender
-        .send_request(Request::from_parts(parts, body))
+    // The destination has the idle timeout to answer with its headers.
+    let res = tokio::time::timeout(idle, sender.send_request(Request::from_parts(parts, body)))
         .await
+        .map_err(|_| format!("no answer within {} s", idle.as_secs()))?
         .map_err(|e| e.to_string())?;
     let received = counters.received;
     Ok(res.map(|b| {

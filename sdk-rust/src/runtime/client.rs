@@ -26,12 +26,15 @@ pub struct CoreClient {
     egress: Egress,
 }
 
-/// The egress proxy's URL and the client last built for it (rebuilt when the plugin token
-/// changes).
+/// How long `http()` keeps one client (and its plugin token) before building it anew with the
+/// latest token; plugin tokens live an hour.
+const EGRESS_CLIENT_LIFE: Duration = Duration::from_secs(10 * 60);
+
+/// The egress proxy's URL and the client last built for it, with its token and when.
 #[derive(Clone, Default)]
 struct Egress {
     url: Option<String>,
-    client: std::sync::Arc<std::sync::Mutex<Option<(String, reqwest::Client)>>>,
+    client: std::sync::Arc<std::sync::Mutex<Option<(String, std::time::Instant, reqwest::Client)>>>,
 }
 
 impl std::fmt::Debug for Egress {
@@ -96,20 +99,26 @@ impl CoreClient {
             return self.http.clone();
         };
         let mut cached = self.egress.client.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((t, c)) = cached.as_ref()
-            && *t == token
+        // Every registration (each 15 s) mints a new plugin token; the client (and its pool of
+        // connections to the proxy) is kept while its token has most of its hour left.
+        if let Some((t, built, c)) = cached.as_ref()
+            && (*t == token || (!t.is_empty() && built.elapsed() < EGRESS_CLIENT_LIFE))
         {
             return c.clone();
         }
         let built = reqwest::Proxy::all(url.as_str()).and_then(|p| {
             reqwest::Client::builder()
-                .proxy(p.basic_auth("plugin", &token))
+                // NO_PROXY (the core and in-cluster services) is honoured as other clients do.
+                .proxy(
+                    p.basic_auth("plugin", &token)
+                        .no_proxy(reqwest::NoProxy::from_env()),
+                )
                 .timeout(Duration::from_secs(60))
                 .build()
         });
         match built {
             Ok(c) => {
-                *cached = Some((token, c.clone()));
+                *cached = Some((token, std::time::Instant::now(), c.clone()));
                 c
             }
             Err(e) => {

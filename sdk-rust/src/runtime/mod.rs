@@ -17,7 +17,9 @@
 //! `REG_TOKEN` or `REG_TOKEN_FILE`, `SERVICE_URL` (how the core reaches this service; default
 //! `http://127.0.0.1:$PORT`), `UI_REMOTE_PATH` (folder holding the built remote: remoteEntry.js
 //! and its chunks; default `ui/dist`), `PLUGIN_CONFIG` (JSON or YAML text) or
-//! `PLUGIN_CONFIG_FILE`, checked against the manifest's `configSchema` at start.
+//! `PLUGIN_CONFIG_FILE`, checked against the manifest's `configSchema` at start;
+//! `TESSERA_EGRESS_URL` (else `HTTPS_PROXY`, else the core's host on port 8081) for
+//! `CoreClient::http()`, and `NO_PROXY` for what it reaches directly.
 
 mod caller;
 mod client;
