@@ -131,7 +131,12 @@ fn json_output_when_valid_is_the_normalized_manifest() {
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(caps, sorted, "capabilities sorted and de-duplicated");
-    assert_eq!(m["compat"]["core"], ">=2.0 <3.0");
+    assert_eq!(m["compat"]["core"], ">=2.5 <3.0");
+    // Defaults filled in where the file leaves them out: the webhook's tolerance is only for a
+    // timestamp it does not name, the job's concurrency and deadline are.
+    assert!(m["webhooks"][0].get("toleranceSeconds").is_none(), "{m}");
+    assert_eq!(m["jobs"][0]["concurrency"], "Forbid", "{m}");
+    assert_eq!(m["jobs"][0]["startingDeadlineSeconds"], 60, "{m}");
 
     // Defaults are filled in.
     let run = tessera_with_stdin(
