@@ -17,6 +17,9 @@
 //! `{type, count, tenant?, id?, data?}`; `POST /api/public/answer` `{statuses: [500, 500]}` (the next
 //! deliveries' answers); `GET /api/public/received`.
 
+#[allow(dead_code)]
+mod common;
+
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
@@ -269,41 +272,9 @@ fn remote(name: &str) -> String {
 #[tokio::main]
 async fn main() -> ExitCode {
     let name = std::env::var("PLUGIN_NAME").unwrap_or_else(|_| "events-test".into());
-    runtime::init_logging(&name, "1.0.0");
-    let manifest = match runtime::manifest_from_yaml(&manifest(&name)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut settings = match runtime::Settings::from_env(&manifest) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let ui_given = std::env::var("UI_REMOTE_PATH").is_ok_and(|v| !v.trim().is_empty());
-    if !ui_given {
-        let dir = std::env::temp_dir().join(format!("events-plugin-{}", std::process::id()));
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("remoteEntry.js"), remote(&name)));
-        if let Err(e) = written {
-            eprintln!("{}: {e}", dir.display());
-            return ExitCode::from(2);
-        }
-        settings.ui_dir = dir;
-    }
     let shared = Arc::new(Shared {
         record: std::env::var_os("RECORD_FILE").map(PathBuf::from),
         ..Shared::default()
     });
-    match runtime::serve_with(App(shared), manifest, settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::serve(App(shared), &name, &manifest(&name), &remote(&name)).await
 }

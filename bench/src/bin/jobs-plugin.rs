@@ -17,6 +17,9 @@
 //! job through `CoreClient::register_job`), `DELETE /api/public/jobs/{name}`,
 //! `GET /api/public/calls` (what this process received).
 
+#[allow(dead_code)]
+mod common;
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -219,44 +222,15 @@ health:
 #[tokio::main]
 async fn main() -> ExitCode {
     let name = std::env::var("PLUGIN_NAME").unwrap_or_else(|_| "jobs-test".into());
-    runtime::init_logging(&name, "1.0.0");
-    let manifest = match runtime::manifest_from_yaml(&manifest(&name)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut settings = match runtime::Settings::from_env(&manifest) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !std::env::var("UI_REMOTE_PATH").is_ok_and(|v| !v.trim().is_empty()) {
-        let dir = std::env::temp_dir().join(format!("jobs-plugin-{}", std::process::id()));
-        let scope = format!("plugin_{}", name.replace('-', "_"));
-        let remote = format!(
-            "var {scope} = {{ init() {{}}, get() {{ return Promise.resolve(() => ({{}})); }} }};\n"
-        );
-        if let Err(e) = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("remoteEntry.js"), remote))
-        {
-            eprintln!("{}: {e}", dir.display());
-            return ExitCode::from(2);
-        }
-        settings.ui_dir = dir;
-    }
     let shared = Arc::new(Shared {
         record: std::env::var_os("RECORD_FILE").map(PathBuf::from),
         ..Shared::default()
     });
-    match runtime::serve_with(App(shared), manifest, settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::serve(
+        App(shared),
+        &name,
+        &manifest(&name),
+        &common::empty_remote(&name),
+    )
+    .await
 }

@@ -12,6 +12,9 @@
 //! `fetch_secret` answered), `GET /api/public/deliveries` (webhook deliveries this process
 //! received), `GET /api/public/fetch?url=...` (a GET through `CoreClient::http()`).
 
+#[allow(dead_code)]
+mod common;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -163,42 +166,15 @@ health:
 #[tokio::main]
 async fn main() -> ExitCode {
     let name = std::env::var("PLUGIN_NAME").unwrap_or_else(|_| "surfaces-test".into());
-    runtime::init_logging(&name, "1.0.0");
-    let manifest = match runtime::manifest_from_yaml(&manifest(&name)) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut settings = match runtime::Settings::from_env(&manifest) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    let dir = std::env::temp_dir().join(format!("surfaces-plugin-{}", std::process::id()));
-    let scope = format!("plugin_{}", name.replace('-', "_"));
-    let remote = format!(
-        "var {scope} = {{ init() {{}}, get() {{ return Promise.resolve(() => ({{}})); }} }};\n"
-    );
-    if let Err(e) = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join("remoteEntry.js"), remote))
-    {
-        eprintln!("{}: {e}", dir.display());
-        return ExitCode::from(2);
-    }
-    settings.ui_dir = dir;
     let shared = Arc::new(Shared {
         record: std::env::var_os("RECORD_FILE").map(PathBuf::from),
         ..Shared::default()
     });
-    match runtime::serve_with(App(shared), manifest, settings).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::serve(
+        App(shared),
+        &name,
+        &manifest(&name),
+        &common::empty_remote(&name),
+    )
+    .await
 }

@@ -31,7 +31,13 @@ fn no_store(mut res: Response) -> Response {
     res
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+fn check_names(plugin: &str, name: &str) -> Result<(), ApiError> {
+    if !tessera_sdk::manifest::is_plugin_name(plugin) {
+        return Err(ApiError::new(
+            Code::InvalidSecret,
+            format!("\"{plugin}\" is not a plugin name"),
+        ));
+    }
     if is_secret_name(name) {
         return Ok(());
     }
@@ -143,13 +149,7 @@ async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if !tessera_sdk::manifest::is_plugin_name(&plugin) {
-        return Err(ApiError::new(
-            Code::InvalidSecret,
-            format!("\"{plugin}\" is not a plugin name"),
-        ));
-    }
-    check_name(&name)?;
+    check_names(&plugin, &name)?;
     let record = state.registry.get(&plugin);
     let owner = state.secrets.owner(&plugin, record.as_ref());
     if let Some(elsewhere) = state.secrets.managed_elsewhere(&owner) {
@@ -239,13 +239,7 @@ async fn delete(
     AdminActor(actor): AdminActor,
     ApiPath((plugin, name)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !tessera_sdk::manifest::is_plugin_name(&plugin) {
-        return Err(ApiError::new(
-            Code::InvalidSecret,
-            format!("\"{plugin}\" is not a plugin name"),
-        ));
-    }
-    check_name(&name)?;
+    check_names(&plugin, &name)?;
     let record = state.registry.get(&plugin);
     let owner = state.secrets.owner(&plugin, record.as_ref());
     if let Some(elsewhere) = state.secrets.managed_elsewhere(&owner) {
