@@ -229,6 +229,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(%addr, state = %opened.place, plugins = registry.index().len(), "tessera core listening");
     // One plain line on stdout, for people and for scripts that started us on port 0.
     println!("listening on http://{addr}");
+    // The API's line first: scripts that take the first "listening on" get the API.
+    if let Some(bound) = egress_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        println!("egress proxy listening on http://{bound}");
+    }
 
     let limits =
         crate::listener::Limits::from_config(&config.server, config.probe.concurrency + 128);
@@ -275,7 +279,6 @@ async fn bind_egress(config: &Config) -> Result<Option<tokio::net::TcpListener>,
         Ok(l) => {
             let bound = l.local_addr().unwrap_or(addr);
             tracing::info!(addr = %bound, "egress proxy listening");
-            println!("egress proxy listening on http://{bound}");
             Ok(Some(l))
         }
         Err(source) if required => Err(StartError::Listen { addr, source }),

@@ -78,7 +78,7 @@ export async function startCore(extraConfig = '', { dataDir = tempDir('tessera-b
     let buf = '';
     child.stdout.on('data', (d) => {
       buf += d;
-      const m = buf.match(/listening on (http:\/\/\S+)/);
+      const m = buf.match(/^listening on (http:\/\/\S+)/m);
       if (m) resolve(m[1]);
     });
     child.on('exit', (code) => reject(new Error(`tessera serve exited ${code}`)));

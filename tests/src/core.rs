@@ -204,13 +204,17 @@ impl Core {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut egress = String::new();
+            // The API's line, then the egress proxy's (always: the tests name its address).
+            let mut api = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("egress proxy listening on ") {
-                    egress = url.to_string();
-                }
                 if let Some(url) = line.strip_prefix("listening on ") {
-                    let _ = tx.send((url.to_string(), egress.clone()));
+                    api = Some(url.to_string());
+                }
+                if let (Some(url), Some(api)) = (
+                    line.strip_prefix("egress proxy listening on "),
+                    api.as_ref(),
+                ) {
+                    let _ = tx.send((api.clone(), url.to_string()));
                 }
             }
         });
