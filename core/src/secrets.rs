@@ -12,8 +12,8 @@ use crate::model::PluginRecord;
 use crate::store::StoreError;
 use crate::store::secrets::{Owner, SecretInfo, SecretStore};
 
-/// The longest value accepted, in bytes.
-pub const MAX_VALUE_BYTES: usize = 64 << 10;
+/// The longest value accepted, in characters (as the OpenAPI schema's `maxLength` counts).
+pub const MAX_VALUE_CHARS: usize = 65_536;
 
 /// The secrets surface.
 pub struct Secrets {

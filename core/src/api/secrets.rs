@@ -15,7 +15,7 @@ use tessera_sdk::Capability;
 use super::plugin_v1::PluginCaller;
 use super::{AdminActor, ApiPath, AppState, read_body};
 use crate::error::{ApiError, Code};
-use crate::secrets::{MAX_VALUE_BYTES, declared_names, is_secret_name};
+use crate::secrets::{MAX_VALUE_CHARS, declared_names, is_secret_name};
 use crate::store::StoreError;
 
 fn unavailable(e: StoreError) -> ApiError {
@@ -186,13 +186,11 @@ async fn put(
             "the value is empty; to remove a secret, DELETE it",
         ));
     }
-    if value.len() > MAX_VALUE_BYTES {
+    let chars = value.chars().count();
+    if chars > MAX_VALUE_CHARS {
         return Err(ApiError::new(
             Code::InvalidSecret,
-            format!(
-                "the value has {} bytes; at most {MAX_VALUE_BYTES} are kept",
-                value.len()
-            ),
+            format!("the value has {chars} characters; at most {MAX_VALUE_CHARS} are kept"),
         ));
     }
     let created = state
