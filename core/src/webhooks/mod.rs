@@ -144,7 +144,9 @@ impl Webhooks {
                 format!("no webhook \"{name}\" is declared by a plugin named \"{plugin}\""),
             )
         };
-        let record = registry.get(plugin).ok_or_else(not_found)?;
+        // The index's record, not a copy of it: this runs on every request a sender makes.
+        let index = registry.index();
+        let record = index.get(plugin).ok_or_else(not_found)?;
         // The version whose subscriptions the events machinery holds (see `events::subs::of`).
         let deployment = record.serving.as_ref().unwrap_or(&record.current);
         let hook = deployment
@@ -174,7 +176,7 @@ impl Webhooks {
             ));
         }
         let key = match &hook.signature {
-            Some(sig) => match self.key(plugin, &sig.secret, &record).await? {
+            Some(sig) => match self.key(plugin, &sig.secret, record).await? {
                 Some(k) => Some(k),
                 None => {
                     count(Outcome::NotConfigured);
